@@ -1,0 +1,100 @@
+"""``terraloc eval``: score predictions on a benchmark exactly as the papers do."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from terraloc.cli.app import app, out_console
+from terraloc.errors import InputError
+
+
+def render_eval_table(result: object, title: str, compare: bool = False) -> Table:
+    """A Rich table of one :class:`EvalResult`, optionally with the published literature."""
+    from terraloc.evaluate.metrics import THRESHOLDS_KM, EvalResult
+    from terraloc.evaluate.published import published_for
+
+    assert isinstance(result, EvalResult)
+    th = [str(t) for t in THRESHOLDS_KM]
+    table = Table(title=title)
+    table.add_column("")
+    for t in th:
+        table.add_column(f"{t} km", justify="right")
+    table.add_column("median km", justify="right")
+    table.add_column("GeoScore", justify="right")
+    med = "–" if result.median_km is None else f"{result.median_km:.1f}"
+    table.add_row("this run", *[f"{result.accuracy[t]:.1f}" for t in th], med, f"{result.geoscore:.1f}", style="bold")
+    table.add_row("95% CI", *[f"{result.ci95[t][0]:.1f}–{result.ci95[t][1]:.1f}" for t in th], "", "")
+    if result.published:
+        table.add_row(
+            "published (file)",
+            *[f"{result.published[t]:.1f}" if t in result.published else "–" for t in th],
+            "",
+            "",
+        )
+    if compare:
+        for r in published_for(result.benchmark):
+            name = f"{r.method} ({r.variant})" if r.variant else r.method
+            table.add_row(name, *[f"{r.accuracy[t]:.1f}" for t in th], "", "", style="dim")
+    return table
+
+
+@app.command("eval")
+def eval_command(
+    predictions: Annotated[Path, typer.Option("--predictions", "-p", help="CSV/JSONL of predictions.")],
+    benchmark: Annotated[
+        str | None, typer.Option("--benchmark", "-b", help="im2gps3k, im2gps, yfcc4k or yfcc26k.")
+    ] = None,
+    ground_truth: Annotated[
+        Path | None, typer.Option("--ground-truth", help="Custom ground-truth CSV (with --id-col etc.).")
+    ] = None,
+    id_col: Annotated[str, typer.Option(help="Id column of --ground-truth.")] = "image",
+    lat_col: Annotated[str, typer.Option(help="Latitude column of --ground-truth.")] = "lat",
+    lon_col: Annotated[str, typer.Option(help="Longitude column of --ground-truth.")] = "lon",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    out: Annotated[Path | None, typer.Option("--out", help="Write metrics.json, report.md and plots here.")] = None,
+    compare: Annotated[bool, typer.Option("--compare", help="Show published results on this benchmark.")] = False,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals.")] = 1000,
+) -> None:
+    """Score predictions against a benchmark's ground truth (accuracy at 1/25/200/750/2500 km)."""
+    from terraloc.evaluate import evaluate, load_benchmark, load_ground_truth_csv, load_predictions
+    from terraloc.evaluate.published import published_for
+
+    if (benchmark is None) == (ground_truth is None):
+        raise InputError("give exactly one of --benchmark NAME or --ground-truth FILE")
+    if bootstrap < 1:
+        raise InputError("must be at least 1", field="--bootstrap")
+    gt = (
+        load_benchmark(benchmark)
+        if benchmark is not None
+        else load_ground_truth_csv(ground_truth, id_col=id_col, lat_col=lat_col, lon_col=lon_col)  # type: ignore[arg-type]
+    )
+    preds = load_predictions(predictions)
+    result = evaluate(gt, preds, n_boot=bootstrap)
+    if out is not None:
+        from terraloc.evaluate.report import write_report
+
+        write_report(result, out, str(predictions))
+    if as_json:
+        obj = result.to_json()
+        if compare:
+            obj["literature"] = [
+                {"method": r.method, "variant": r.variant, "accuracy": r.accuracy, "source": r.source}
+                for r in published_for(result.benchmark)
+            ]
+        typer.echo(json.dumps(obj))
+        return
+    console = out_console()
+    console.print(render_eval_table(result, f"{predictions.name} on {result.benchmark}", compare))
+    notes = [f"n = {result.n}, coverage {result.coverage:.1f}% ({result.n_predicted} with a prediction)"]
+    if result.mean_km is not None:
+        notes.append(f"mean error {result.mean_km:.1f} km over covered images")
+    if result.extra_predictions:
+        notes.append(f"{result.extra_predictions} prediction(s) for images outside the benchmark ignored")
+    console.print("; ".join(notes))
+    if out is not None:
+        console.print(f"report written to {out}/ (metrics.json, report.md, error_cdf.png, error_map.png)")
