@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -164,7 +164,7 @@ def bench_segment_command(
             for c, _ in class_histogram(m)[:3]:
                 counts[class_name(c)] = counts.get(class_name(c), 0) + 1
             progress.advance(task)
-    result = {
+    result: dict[str, Any] = {
         "provider": seg.provider_id,
         "images": n,
         "threads": threads or min(4, os.cpu_count() or 1),

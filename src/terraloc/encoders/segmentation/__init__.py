@@ -48,7 +48,9 @@ def load_segmenter(spec: str = "tflite", *, num_threads: int | None = None, devi
         from terraloc.encoders.segmentation.oneformer import OneFormerADE20KSegmenter
 
         return OneFormerADE20KSegmenter(arg, device=device)
-    raise InputError(f"unknown segmentation provider {spec!r} (use tflite, tflite:PATH or oneformer:DIR)", field="--segmenter")
+    raise InputError(
+        f"unknown segmentation provider {spec!r} (use tflite, tflite:PATH or oneformer:DIR)", field="--segmenter"
+    )
 
 
 __all__ = [

@@ -88,20 +88,33 @@ def resize_map_nearest(seg: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return arr[rows[:, None], cols[None, :]]
 
 
-def center_crop_like_clip(seg: np.ndarray, size: int) -> np.ndarray:
-    """Apply CLIP's geometry to a map: shortest side to ``size`` (nearest), then a centre ``size x size`` crop.
+def center_crop_like_clip(seg: np.ndarray, size: int, crop: int | None = None) -> np.ndarray:
+    """Apply CLIP's image geometry to a map (nearest neighbour), so map pixels line up with CLIP's input.
 
-    This aligns the map with the pixels a CLIP image processor feeds the backbone.
+    As ``CLIPImageProcessor``: the shorter side becomes ``size`` (the longer one
+    ``int(size * long / short)``), then a centre ``crop x crop`` crop with top/left offsets
+    ``(H - crop) // 2``; where the crop is larger than the resized map it is padded with
+    :data:`~terraloc.encoders.segmentation.classes.IGNORE_ID`.
 
     Returns:
-        ``(size, size)`` map.
+        ``(crop, crop)`` map (``crop`` defaults to ``size``).
     """
+    from terraloc.encoders.segmentation.classes import IGNORE_ID
+
+    crop = size if crop is None else int(crop)
     h, w = seg.shape
-    scale = size / min(h, w)
-    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+    if h <= w:
+        nh, nw = size, max(1, int(size * w / h))
+    else:
+        nh, nw = max(1, int(size * h / w)), size
     resized = resize_map_nearest(seg, (nh, nw))
-    top, left = (nh - size) // 2, (nw - size) // 2
-    return resized[top : top + size, left : left + size]
+    out = np.full((crop, crop), IGNORE_ID, dtype=resized.dtype)
+    top, left = (nh - crop) // 2, (nw - crop) // 2
+    src_t, src_l = max(0, top), max(0, left)
+    dst_t, dst_l = max(0, -top), max(0, -left)
+    ch, cw = min(crop - dst_t, nh - src_t), min(crop - dst_l, nw - src_l)
+    out[dst_t : dst_t + ch, dst_l : dst_l + cw] = resized[src_t : src_t + ch, src_l : src_l + cw]
+    return out
 
 
 def save_map_png(path: str | Path, seg: np.ndarray) -> None:
@@ -122,7 +135,9 @@ def load_map_png(path: str | Path, *, sanitize: bool = False) -> np.ndarray:
         with Image.open(path) as im:
             im.load()
             if im.mode not in ("L", "P", "I", "I;16"):
-                raise InputError(f"segmentation map must be a single-channel image of ids, got mode {im.mode}", path=path)
+                raise InputError(
+                    f"segmentation map must be a single-channel image of ids, got mode {im.mode}", path=path
+                )
             arr = np.asarray(im)
     except FileNotFoundError:
         raise InputError("segmentation map not found", path=path) from None

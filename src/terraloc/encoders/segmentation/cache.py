@@ -58,7 +58,9 @@ class SegmentationCache:
         """Cache file of an image key."""
         return self.dir / key[:2] / f"{key}.png"
 
-    def get(self, source: str | Path | bytes | Image.Image, image: Image.Image | None = None) -> tuple[np.ndarray, bool]:
+    def get(
+        self, source: str | Path | bytes | Image.Image, image: Image.Image | None = None
+    ) -> tuple[np.ndarray, bool]:
         """The map of an image, from the cache or computed (and stored).
 
         Args:

@@ -1,0 +1,282 @@
+"""``terraloc fusion ...`` (training, ablation) and ``terraloc bench fusion`` (step time, memory, overhead)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from terraloc.cli.app import app, bench_app, err_console, out_console
+from terraloc.errors import InputError
+
+fusion_app = typer.Typer(help="Semantic fusion (GeoSURGE): training and the 0-3 block ablation.", no_args_is_help=True)
+app.add_typer(fusion_app, name="fusion")
+
+BACKBONE_HELP = (
+    "tiny (random CLIP, width 32, 2 layers, patch 32, 224 px), vit-l-14-336 (random ViT-L/14 at 336 px, "
+    "timing only), or a local Hugging Face CLIP folder / terraloc backbone spec"
+)
+
+
+def make_clip(spec: str, seed: int = 0) -> Any:
+    """A CLIP vision model (or a terraloc CLIP backbone) from a spec; random ones are seeded."""
+    import torch
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    low = spec.lower().removeprefix("random:")
+    torch.manual_seed(seed)
+    if low == "tiny":
+        cfg = CLIPVisionConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_attention_heads=2,
+            num_hidden_layers=2,
+            patch_size=32,
+            image_size=224,
+        )
+        return CLIPVisionModel(cfg).eval()
+    if low in ("vit-l-14-336", "vit-l/14-336", "vit-l-14"):
+        size = 224 if low == "vit-l-14" else 336
+        cfg = CLIPVisionConfig(
+            hidden_size=1024,
+            intermediate_size=4096,
+            num_hidden_layers=24,
+            num_attention_heads=16,
+            patch_size=14,
+            image_size=size,
+            hidden_act="quick_gelu",
+        )
+        return CLIPVisionModel(cfg).eval()
+    try:
+        from terraloc.encoders.image import load_backbone  # type: ignore[attr-defined]
+    except ImportError:
+        load_backbone = None
+    if load_backbone is not None:
+        bb = load_backbone(spec)
+        if not hasattr(bb, "vision_model"):
+            raise InputError(
+                f"backbone {spec!r} is not a CLIP model (fusion needs CLIP vision tokens)", field="--backbone"
+            )
+        return bb
+    path = Path(spec)
+    if not (path / "config.json").is_file():
+        raise InputError(f"unknown backbone {spec!r}: {BACKBONE_HELP}", field="--backbone")
+    from transformers import CLIPModel
+
+    cfg_type = json.loads((path / "config.json").read_text()).get("model_type")
+    model = (CLIPModel if cfg_type == "clip" else CLIPVisionModel).from_pretrained(path, local_files_only=True)
+    return model.eval()
+
+
+def _parse_blocks(text: str) -> list[int]:
+    try:
+        vals = [int(v) for v in text.replace(" ", "").split(",") if v != ""]
+    except ValueError:
+        raise InputError(f"expected comma-separated integers, got {text!r}", field="--blocks") from None
+    if not vals or any(v < 0 or v > 12 for v in vals):
+        raise InputError("block counts must be between 0 and 12", field="--blocks")
+    return vals
+
+
+@fusion_app.command("ablation")
+def ablation_command(
+    photos: Annotated[Path, typer.Option(help="Folder of photos with metadata.csv (IMG_ID,LAT,LON).")] = Path(),
+    blocks: Annotated[str, typer.Option(help="Fusion block counts to compare, e.g. 0,1,2,3.")] = "0,1,2,3",
+    backbone: Annotated[str, typer.Option(help=BACKBONE_HELP)] = "tiny",
+    segmenter: Annotated[str, typer.Option(help="Segmentation provider spec.")] = "tflite",
+    limit: Annotated[int | None, typer.Option(help="Use at most this many photos.")] = None,
+    epochs: Annotated[int, typer.Option(help="Training epochs per block count.")] = 2,
+    batch_size: Annotated[int, typer.Option(help="Photos per step.")] = 8,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-3,
+    ignore: Annotated[str, typer.Option(help="ADE20K classes to mask, e.g. person,car ('' = none).")] = "",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Fusion ablation: train the fused encoder (last CLIP block + fusion + geocell head) with 0..N
+    blocks on 80 % of the photos and report accuracy on the other 20 %."""
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from terraloc.config import shared_path
+    from terraloc.encoders.segmentation import class_ids
+    from terraloc.models.fused_encoder import FusedImageEncoder
+    from terraloc.models.fusion import FusionConfig
+    from terraloc.models.fusion_train import load_photo_set, run_ablation
+
+    counts = _parse_blocks(blocks)
+    folder = photos if str(photos) not in ("", ".") else shared_path("data", "photos", "im2gps3k_dev")
+    ignore_ids = tuple(class_ids([s for s in ignore.split(",") if s.strip()]))
+    with Progress(console=err_console, transient=True) as progress:
+        t = progress.add_task("segmenting (cached)", total=None)
+        data = load_photo_set(folder, limit=limit, segmenter_spec=segmenter,
+                              progress=lambda i, n: progress.update(t, completed=i, total=n))  # fmt: skip
+        if len(data.paths) < 5:
+            raise InputError(f"need at least 5 readable photos with ground truth, found {len(data.paths)}", path=folder)
+        t2 = progress.add_task("training", total=None)
+
+        def make(nb: int) -> FusedImageEncoder:
+            return FusedImageEncoder(make_clip(backbone), FusionConfig(num_blocks=nb, ignore_classes=ignore_ids))
+
+        results = run_ablation(
+            make, data, counts, epochs=epochs, batch_size=batch_size, lr=lr,
+            on_step=lambda s, n, loss: progress.update(t2, completed=s, total=n, description=f"training {loss:.2f}"),
+        )  # fmt: skip
+    if as_json:
+        typer.echo(json.dumps({"backbone": backbone, "photos": str(folder), "results": results}))
+        return
+    th = ["1", "25", "200", "750", "2500"]
+    table = Table(
+        title=f"fusion ablation ({backbone}, {results[0]['train_images']} train / {results[0]['test_images']} test)"
+    )
+    for col in ("blocks", *[f"{t} km" for t in th], "median km", "train loss", "s/step"):
+        table.add_column(col, justify="right")
+    for r in results:
+        ev = r["eval"]
+        med = ev.get("median_km")
+        table.add_row(
+            str(r["blocks"]),
+            *[f"{ev['accuracy'][t]:.1f}" for t in th],
+            "–" if med is None else f"{med:.0f}",
+            f"{r['train_loss_last']:.2f}",
+            f"{r['seconds_per_step']:.2f}",
+        )
+    console = out_console()
+    console.print(table)
+    console.print(
+        "0 blocks = CLIP CLS -> LayerNorm -> Linear (no segmentation); tiny random backbones make these numbers noise."
+    )
+
+
+@bench_app.command("fusion")
+def bench_fusion_command(
+    backbone: Annotated[list[str] | None, typer.Option(help=BACKBONE_HELP + " (repeatable)")] = None,
+    blocks: Annotated[int, typer.Option(help="Fusion blocks.")] = 3,
+    batch_size: Annotated[int, typer.Option(help="Images per training step.")] = 2,
+    steps: Annotated[int, typer.Option(help="Timed training steps (after one warm-up step).")] = 3,
+    reps: Annotated[int, typer.Option(help="Timed single-image inference repetitions.")] = 3,
+    cells: Annotated[str, typer.Option(help="Geocell partition for the head.")] = "cells_50_5000",
+    segment: Annotated[bool, typer.Option("--segment/--no-segment", help="Also time TFLite segmentation.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Time and memory of a fused training step (backbone in the loop, last block trainable) and the
+    extra inference cost of fusion per image relative to the backbone alone."""
+    import os
+    import time
+
+    import numpy as np
+    import torch
+    from rich.table import Table
+
+    from terraloc.models.fused_encoder import FusedImageEncoder
+    from terraloc.models.fusion import FusionConfig
+    from terraloc.models.fusion_train import GeocellClassifier, load_cell_centres, make_optimizer, train_step
+
+    specs = backbone or ["tiny", "vit-l-14-336"]
+    centres = load_cell_centres(cells)
+    rows: list[dict[str, Any]] = []
+    for spec in specs:
+        err_console.print(f"benchmarking {spec} ...", markup=False)
+        enc = FusedImageEncoder(make_clip(spec), FusionConfig(num_blocks=blocks))
+        head = GeocellClassifier(centres, enc.fusion.cfg.out_dim)
+        opt = make_optimizer(enc, head)
+        S = enc.crop
+        g = torch.Generator().manual_seed(0)
+        px = torch.randn(batch_size, 3, S, S, generator=g)
+        seg = torch.randint(0, 151, (batch_size, S, S), generator=g)
+        labels = torch.randint(0, len(centres), (batch_size,), generator=g)
+        train_step(enc, head, opt, px, seg, labels)  # warm-up (allocations, optimizer state)
+        stats = [train_step(enc, head, opt, px, seg, labels) for _ in range(steps)]
+        info = enc.describe()
+        trainable = (
+            info["backbone_trainable"]
+            + sum(p.numel() for p in enc.fusion.parameters())
+            + sum(p.numel() for p in head.parameters())
+        )
+        # Inference, one image: backbone alone (tokens + post-LN + projection-sized matmul) vs + fusion.
+        enc.eval()
+        vis = enc.backbone.vision
+        proj = torch.nn.Linear(enc.backbone.width, 768, bias=False)
+        x1, s1 = px[:1], seg[:1]
+        t_bb, t_fu = [], []
+        with torch.no_grad():
+            tokens = vis(pixel_values=x1).last_hidden_state
+            enc.fusion(s1, tokens)
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                out = vis(pixel_values=x1)
+                proj(out.pooler_output)
+                t1 = time.perf_counter()
+                enc.fusion(s1, out.last_hidden_state)
+                t2 = time.perf_counter()
+                t_bb.append(t1 - t0)
+                t_fu.append(t2 - t1)
+        rows.append(
+            {
+                "backbone": spec,
+                "image_size": S,
+                "clip_tokens": int(tokens.shape[1]),
+                "clip_width": enc.backbone.width,
+                "fusion_blocks": blocks,
+                "batch_size": batch_size,
+                "train_step_s": round(float(np.median([s.seconds for s in stats])), 3),
+                "train_step_peak_rss_delta_mib": round(max(s.peak_rss_delta_mib for s in stats), 1),
+                "process_peak_rss_mib": round(max(s.peak_rss_mib for s in stats), 1),
+                "trainable_params": int(trainable),
+                "backbone_params": int(info["backbone_params"]),
+                "fusion_params": int(info["fusion_params"]),
+                "infer_backbone_ms": round(1000 * float(np.median(t_bb)), 2),
+                "infer_fusion_ms": round(1000 * float(np.median(t_fu)), 2),
+                "fusion_overhead_pct": round(100 * float(np.median(t_fu)) / float(np.median(t_bb)), 1),
+            }
+        )
+        del enc, head, opt
+    seg_ms = None
+    if segment:
+        from terraloc.config import shared_path
+        from terraloc.encoders.segmentation import load_image, load_segmenter
+
+        seg_model = load_segmenter("tflite")
+        folder = shared_path("data", "photos", "im2gps3k_dev")
+        img = load_image(sorted(folder.glob("*.jpg"))[0])
+        seg_model.segment(img)
+        ts = []
+        for _ in range(max(1, reps)):
+            t0 = time.perf_counter()
+            seg_model.segment(img)
+            ts.append(time.perf_counter() - t0)
+        seg_ms = round(1000 * float(np.median(ts)), 1)
+    result = {
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "tflite_segment_ms": seg_ms,
+        "rows": rows,
+    }
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    table = Table(title=f"fusion ({blocks} blocks): training step (batch {batch_size}) and inference per image, CPU")
+    for col in ("backbone", "tokens", "step s", "step peak MiB", "trainable", "backbone ms", "fusion ms",
+                "fusion overhead", "+ TFLite seg"):  # fmt: skip
+        table.add_column(col, justify="right")
+    for r in rows:
+        with_seg = "–" if seg_ms is None else f"{100 * (r['infer_fusion_ms'] + seg_ms) / r['infer_backbone_ms']:.0f}%"
+        table.add_row(
+            f"{r['backbone']} ({r['image_size']} px)",
+            f"{r['clip_tokens']}x{r['clip_width']}",
+            f"{r['train_step_s']:.2f}",
+            f"{r['train_step_peak_rss_delta_mib']:.0f}",
+            f"{r['trainable_params'] / 1e6:.2f}M",
+            f"{r['infer_backbone_ms']:.1f}",
+            f"{r['infer_fusion_ms']:.1f}",
+            f"{r['fusion_overhead_pct']:.1f}%",
+            with_seg,
+        )
+    console = out_console()
+    console.print(table)
+    console.print(
+        f"torch threads {result['threads']} of {result['cpu_count']} CPUs; "
+        "step = forward (frozen prefix under no_grad) + backward + AdamW on last CLIP block, fusion and a "
+        "geocell head; step peak = resident memory above the pre-step level; "
+        f"TFLite segmentation {seg_ms} ms/image (not part of 'fusion ms')."
+    )

@@ -1,0 +1,161 @@
+"""CLIP vision backbone + semantic fusion as one trainable image encoder (backbone in the loop).
+
+:class:`CLIPTokenEncoder` runs a Hugging Face ``CLIPVisionModel`` and returns all vision tokens
+(CLS first) of the last layer, before ``post_layernorm`` and the final projection. GeoSURGE
+fine-tunes only the last transformer block: :meth:`CLIPTokenEncoder.freeze` sets
+``requires_grad=False`` on everything else, and the frozen prefix runs under ``torch.no_grad``
+so its activations are not kept for backward (the memory of a training step is that of one
+block plus the fusion module).
+
+:func:`clip_pixels` is CLIP's preprocessing (shorter side to ``size`` bicubic, centre crop,
+CLIP mean/std), the same geometry :func:`terraloc.models.fusion.prepare_maps` applies to maps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from terraloc.models.fusion import FusionConfig, SemanticFusion, prepare_maps
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def clip_pixels(
+    images: Sequence[Image.Image],
+    size: int,
+    mean: Sequence[float] = CLIP_MEAN,
+    std: Sequence[float] = CLIP_STD,
+) -> torch.Tensor:
+    """CLIP preprocessing: ``(B, 3, size, size)`` float32 normalised pixels."""
+    out = []
+    for img in images:
+        rgb = img.convert("RGB")
+        scale = size / min(rgb.width, rgb.height)
+        w, h = max(size, round(rgb.width * scale)), max(size, round(rgb.height * scale))
+        rgb = rgb.resize((w, h), Image.Resampling.BICUBIC)
+        left, top = (w - size) // 2, (h - size) // 2
+        arr = np.asarray(rgb.crop((left, top, left + size, top + size)), dtype=np.float32) / 255.0
+        out.append((arr - np.asarray(mean, np.float32)) / np.asarray(std, np.float32))
+    return torch.from_numpy(np.stack(out).transpose(0, 3, 1, 2).copy())
+
+
+def _vision_model(model: nn.Module) -> nn.Module:
+    """The ``CLIPVisionModel`` inside a CLIPModel / CLIPVisionModelWithProjection, or the model itself."""
+    for _ in range(3):
+        if hasattr(model, "embeddings") and hasattr(model, "encoder"):
+            return model
+        inner = getattr(model, "vision_model", None)
+        if inner is None:
+            break
+        model = inner
+    raise TypeError(f"{type(model).__name__} is not a Hugging Face CLIP vision model")
+
+
+class CLIPTokenEncoder(nn.Module):
+    """Pixels ``(B, 3, S, S)`` -> vision tokens ``(B, 1 + (S/p)^2, W)``, CLS first.
+
+    Args:
+        model: a ``CLIPVisionModel``, ``CLIPVisionModelWithProjection`` or ``CLIPModel``.
+        trainable_blocks: how many of the last transformer blocks are trained (GeoSURGE: 1).
+    """
+
+    def __init__(self, model: nn.Module, trainable_blocks: int = 1) -> None:
+        super().__init__()
+        self.vision: Any = _vision_model(model)
+        cfg: Any = self.vision.config
+        self.width = int(cfg.hidden_size)
+        self.image_size = int(cfg.image_size)
+        self.patch_size = int(cfg.patch_size)
+        self.freeze(trainable_blocks)
+
+    @property
+    def layers(self) -> nn.ModuleList:
+        return self.vision.encoder.layers  # type: ignore[no-any-return]
+
+    def freeze(self, trainable_blocks: int = 1) -> None:
+        """Train only the last ``trainable_blocks`` blocks; embeddings, pre-LN and earlier blocks are frozen."""
+        n = len(self.layers)
+        self.trainable_blocks = max(0, min(int(trainable_blocks), n))
+        for p in self.vision.parameters():
+            p.requires_grad_(False)
+        for layer in list(self.layers)[n - self.trainable_blocks :]:
+            for p in layer.parameters():
+                p.requires_grad_(True)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, S, S)`` -> ``(B, T, W)`` last-layer tokens (no post-LN, no projection)."""
+        n_frozen = len(self.layers) - self.trainable_blocks
+        with torch.no_grad():  # embeddings, pre-LN and the frozen blocks: no activations kept
+            h = self.vision.pre_layrnorm(self.vision.embeddings(pixel_values))
+            for layer in list(self.layers)[:n_frozen]:
+                h = _layer(layer, h)
+        for layer in list(self.layers)[n_frozen:]:
+            h = _layer(layer, h)
+        return h
+
+
+def _layer(layer: nn.Module, h: torch.Tensor) -> torch.Tensor:
+    out = layer(h, None)
+    return out[0] if isinstance(out, tuple) else out
+
+
+class FusedImageEncoder(nn.Module):
+    """Photo + segmentation map -> GeoSURGE visual feature ``(B, out_dim)``, trainable end to end.
+
+    Args:
+        clip: a Hugging Face CLIP (vision) model, or a terraloc ``CLIPBackbone`` (has ``vision_model``).
+        fusion: fusion configuration (``clip_dim`` and ``map_size`` are taken from the backbone).
+        trainable_blocks: CLIP blocks trained (GeoSURGE: the last one).
+        preprocess: object with ``.batch(images) -> (B,3,crop,crop)``, ``.size`` and ``.crop``
+            (terraloc's ``Preprocess``); default: :func:`clip_pixels` at the model's image size.
+    """
+
+    def __init__(
+        self,
+        clip: nn.Module,
+        fusion: FusionConfig | None = None,
+        trainable_blocks: int = 1,
+        preprocess: Any = None,
+    ) -> None:
+        super().__init__()
+        if preprocess is None and hasattr(clip, "preprocess") and hasattr(clip, "vision_model"):
+            preprocess = clip.preprocess
+        self.backbone = CLIPTokenEncoder(clip, trainable_blocks)
+        self.preprocess = preprocess
+        self.size = int(getattr(preprocess, "size", self.backbone.image_size))
+        self.crop = int(getattr(preprocess, "crop", self.backbone.image_size))
+        cfg = fusion or FusionConfig()
+        cfg = FusionConfig(**{**cfg.to_json(), "clip_dim": self.backbone.width, "map_size": self.crop})
+        self.fusion = SemanticFusion(cfg)
+
+    def forward(self, pixel_values: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
+        """``pixel_values`` ``(B, 3, S, S)``, ``seg`` ``(B, S, S)`` ids -> ``(B, out_dim)``."""
+        return self.fusion(seg, self.backbone(pixel_values))  # type: ignore[no-any-return]
+
+    def prepare(self, images: Sequence[Image.Image], maps: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Photos and their full-size maps -> ``(pixels (B,3,S,S), maps (B,S,S))`` with the same crop."""
+        pixels = self.preprocess.batch(list(images)) if self.preprocess is not None else clip_pixels(images, self.crop)
+        return pixels, prepare_maps(maps, self.size, self.crop)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def describe(self) -> dict[str, Any]:
+        """Parameter counts (total / trainable) of the backbone and the fusion module."""
+
+        def count(m: nn.Module, trainable: bool) -> int:
+            return sum(p.numel() for p in m.parameters() if p.requires_grad or not trainable)
+
+        return {
+            "backbone_params": count(self.backbone, False),
+            "backbone_trainable": count(self.backbone, True),
+            "fusion_params": count(self.fusion, False),
+            "fusion": self.fusion.cfg.to_json(),
+        }
