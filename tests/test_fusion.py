@@ -180,3 +180,36 @@ def test_prepare_maps_follows_clip_geometry_with_nearest_ids() -> None:
     assert set(prepare_maps([seg], size=56, crop=64).unique().tolist()) <= {0, 3, 7, 149, IGNORE_ID}
     bad = np.full((10, 10), 200, dtype=np.int64)
     assert prepare_maps([bad], 28).unique().tolist() == [IGNORE_ID]
+
+
+def test_fusion_checkpoint_roundtrip_and_errors(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    from terraloc.errors import MissingResourceError
+    from terraloc.models.fused_encoder import FusedImageEncoder, load_fused_checkpoint, save_fused_checkpoint
+
+    def clip(width: int = 24) -> CLIPVisionModel:
+        torch.manual_seed(1)
+        return CLIPVisionModel(
+            CLIPVisionConfig(hidden_size=width, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+                             image_size=56, patch_size=14)
+        )  # fmt: skip
+
+    torch.manual_seed(0)
+    enc = FusedImageEncoder(clip(), small_cfg(ignore_classes=(PERSON,)))
+    with torch.no_grad():
+        for p in enc.backbone.layers[-1].parameters():
+            p.add_(0.5)  # "trained" last block
+    save_fused_checkpoint(tmp_path / "f.pt", enc)
+    loaded, _ = load_fused_checkpoint(tmp_path / "f.pt", clip())
+    px, seg = torch.randn(1, 3, 56, 56), torch.randint(0, 150, (1, 56, 56))
+    with torch.no_grad():
+        assert torch.allclose(enc.eval()(px, seg), loaded(px, seg), atol=1e-5)
+    assert loaded.fusion.cfg.ignore_classes == (PERSON,)
+    with pytest.raises(InputError, match="CLIP width"):
+        load_fused_checkpoint(tmp_path / "f.pt", clip(width=32))
+    with pytest.raises(MissingResourceError):
+        load_fused_checkpoint(tmp_path / "none.pt", clip())
+    (tmp_path / "bad.pt").write_bytes(b"garbage")
+    with pytest.raises(InputError, match="cannot read"):
+        load_fused_checkpoint(tmp_path / "bad.pt", clip())

@@ -14,6 +14,7 @@ CLIP mean/std), the same geometry :func:`terraloc.models.fusion.prepare_maps` ap
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -127,6 +128,11 @@ class FusedImageEncoder(nn.Module):
         super().__init__()
         if preprocess is None and hasattr(clip, "preprocess") and hasattr(clip, "vision_model"):
             preprocess = clip.preprocess
+        #: id and weights hash of the frozen backbone (terraloc backbones carry them).
+        self.backbone_info = {
+            "id": str(getattr(clip, "model_id", "") or getattr(getattr(clip, "config", None), "_name_or_path", "")),
+            "hash": str(getattr(clip, "weights_hash", "")),
+        }
         self.backbone = CLIPTokenEncoder(clip, trainable_blocks)
         self.preprocess = preprocess
         self.size = int(getattr(preprocess, "size", self.backbone.image_size))
@@ -159,3 +165,70 @@ class FusedImageEncoder(nn.Module):
             "fusion_params": count(self.fusion, False),
             "fusion": self.fusion.cfg.to_json(),
         }
+
+
+FUSION_CHECKPOINT_FORMAT = "terraloc-fusion-v1"
+
+
+def save_fused_checkpoint(path: str | Path, encoder: FusedImageEncoder, extra: dict[str, Any] | None = None) -> None:
+    """Save the fusion module and the trained CLIP blocks (not the frozen backbone) atomically.
+
+    The file is a ``torch.save`` dict readable with ``weights_only=True``: ``format``, ``config``
+    (fusion JSON), ``trainable_blocks``, ``backbone`` (id and weights hash of the frozen part),
+    ``fusion`` (state dict) and ``backbone_trained`` (state dict of the trained blocks).
+    """
+    import json
+
+    from terraloc.io import atomic_write
+
+    vis = encoder.backbone
+    trained = {n: p.detach().cpu() for n, p in vis.named_parameters() if p.requires_grad}
+    payload = {
+        "format": FUSION_CHECKPOINT_FORMAT,
+        "config": json.dumps(encoder.fusion.cfg.to_json()),
+        "trainable_blocks": vis.trainable_blocks,
+        "backbone": json.dumps(encoder.backbone_info),
+        "fusion": {k: v.detach().cpu() for k, v in encoder.fusion.state_dict().items()},
+        "backbone_trained": trained,
+        **(extra or {}),
+    }
+    with atomic_write(path, "wb") as fh:
+        torch.save(payload, fh)
+
+
+def load_fused_checkpoint(path: str | Path, clip: nn.Module) -> tuple[FusedImageEncoder, dict[str, Any]]:
+    """Rebuild a :class:`FusedImageEncoder` on ``clip`` from :func:`save_fused_checkpoint` output.
+
+    Raises:
+        MissingResourceError: no such file.
+        InputError: not a fusion checkpoint, or its weights do not fit the backbone / configuration.
+    """
+    import json
+
+    from terraloc.errors import InputError, MissingResourceError
+
+    path = Path(path)
+    if not path.is_file():
+        raise MissingResourceError(f"{path}: fusion checkpoint not found (train one with `terraloc fusion train`)")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InputError(f"cannot read fusion checkpoint ({type(exc).__name__})", path=path) from None
+    if not isinstance(payload, dict) or payload.get("format") != FUSION_CHECKPOINT_FORMAT:
+        raise InputError(f"not a terraloc fusion checkpoint (expected format {FUSION_CHECKPOINT_FORMAT})", path=path)
+    cfg = FusionConfig(**json.loads(payload["config"]))
+    enc = FusedImageEncoder(clip, cfg, trainable_blocks=int(payload["trainable_blocks"]))
+    if enc.fusion.cfg != cfg:
+        raise InputError(
+            f"checkpoint expects CLIP width {cfg.clip_dim} and crop {cfg.map_size}, the backbone has "
+            f"{enc.fusion.cfg.clip_dim} and {enc.fusion.cfg.map_size}",
+            path=path,
+        )
+    try:
+        enc.fusion.load_state_dict(payload["fusion"], strict=True)
+        missing = enc.backbone.load_state_dict(payload["backbone_trained"], strict=False)
+    except RuntimeError as exc:
+        raise InputError(f"weights do not match ({str(exc).splitlines()[0]})", path=path) from None
+    if missing.unexpected_keys:
+        raise InputError(f"unexpected backbone weights {missing.unexpected_keys[:3]}", path=path)
+    return enc.eval(), payload
