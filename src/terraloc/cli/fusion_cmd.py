@@ -80,6 +80,70 @@ def _parse_blocks(text: str) -> list[int]:
     return vals
 
 
+@fusion_app.command("train")
+def train_command(
+    out: Annotated[Path, typer.Option("--out", help="Run folder: fusion.pt, geosurge.pt, metrics.json.")],
+    photos: Annotated[Path, typer.Option(help="Folder of photos with metadata.csv (IMG_ID,LAT,LON).")] = Path(),
+    backbone: Annotated[str, typer.Option(help=BACKBONE_HELP)] = "tiny",
+    blocks: Annotated[int, typer.Option(help="Fusion blocks.")] = 3,
+    segmenter: Annotated[str, typer.Option(help="Segmentation provider spec.")] = "tflite",
+    limit: Annotated[int | None, typer.Option(help="Use at most this many photos.")] = None,
+    epochs: Annotated[int, typer.Option(help="Epochs.")] = 2,
+    batch_size: Annotated[int, typer.Option(help="Photos per step.")] = 8,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-3,
+    tau_max: Annotated[str, typer.Option("--tau-max", help="Geocell split thresholds per level, coarse to fine.")] = (
+        "100,40,15"
+    ),
+    tau_min: Annotated[int, typer.Option("--tau-min", help="Drop cells with fewer photos.")] = 1,
+    ignore: Annotated[str, typer.Option(help="ADE20K classes to mask, e.g. person,car ('' = none).")] = "",
+) -> None:
+    """Train fusion + the last CLIP block + a GeoSURGE head from photos (backbone in the loop).
+
+    Writes OUT/fusion.pt (for `terraloc predict --head geosurge --fusion OUT/fusion.pt`) and
+    OUT/geosurge.pt (the GeoSURGE head over the fused 768-d feature).
+    """
+    from rich.progress import Progress
+
+    from terraloc.config import shared_path
+    from terraloc.encoders.segmentation import class_ids
+    from terraloc.io import atomic_write_text
+    from terraloc.models.fused_encoder import FusedImageEncoder, save_fused_checkpoint
+    from terraloc.models.fusion import FusionConfig
+    from terraloc.models.fusion_train import load_photo_set, train_fused_geosurge
+    from terraloc.models.geosurge import save_checkpoint  # type: ignore[import-not-found]
+
+    try:
+        taus = tuple(int(t) for t in tau_max.split(","))
+    except ValueError:
+        raise InputError(f"expected comma-separated integers, got {tau_max!r}", field="--tau-max") from None
+    folder = photos if str(photos) not in ("", ".") else shared_path("data", "photos", "im2gps3k_dev")
+    ignore_ids = tuple(class_ids([s for s in ignore.split(",") if s.strip()]))
+    clip = make_clip(backbone)
+    enc = FusedImageEncoder(clip, FusionConfig(num_blocks=blocks, ignore_classes=ignore_ids))
+    with Progress(console=err_console, transient=True) as progress:
+        t = progress.add_task("segmenting (cached)", total=None)
+        data = load_photo_set(folder, limit=limit, segmenter_spec=segmenter,
+                              progress=lambda i, n: progress.update(t, completed=i, total=n))  # fmt: skip
+        if len(data.paths) < 2:
+            raise InputError(f"need at least 2 readable photos with ground truth, found {len(data.paths)}", path=folder)
+        t2 = progress.add_task("training", total=None)
+        model, partition, losses = train_fused_geosurge(
+            enc, data, taus, tau_min, epochs=epochs, batch_size=batch_size, lr=lr,
+            on_step=lambda s, n, loss: progress.update(t2, completed=s, total=n, description=f"training {loss:.2f}"),
+        )  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    spec = {"backbone": backbone, "segmenter": segmenter}
+    save_fused_checkpoint(out / "fusion.pt", enc, {"run": json.dumps(spec)})
+    save_checkpoint(out / "geosurge.pt", model, partition, {"fusion": "fusion.pt"})
+    metrics = {"photos": len(data.paths), "steps": len(losses), "loss_first": losses[0], "loss_last": losses[-1],
+               "partition_sizes": partition.sizes, **spec, "fusion": enc.fusion.cfg.to_json()}  # fmt: skip
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+    out_console().print(
+        f"trained on {len(data.paths)} photos, {len(losses)} steps, loss {losses[0]:.3f} -> {losses[-1]:.3f}; "
+        f"geocells per level {partition.sizes}; wrote {out}/fusion.pt and {out}/geosurge.pt"
+    )
+
+
 @fusion_app.command("ablation")
 def ablation_command(
     photos: Annotated[Path, typer.Option(help="Folder of photos with metadata.csv (IMG_ID,LAT,LON).")] = Path(),

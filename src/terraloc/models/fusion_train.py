@@ -255,3 +255,62 @@ def run_ablation(
             }
         )
     return results
+
+
+def train_fused_geosurge(
+    encoder: FusedImageEncoder,
+    photos: PhotoSet,
+    tau_max: Sequence[int] = (100, 40, 15),
+    tau_min: int = 1,
+    epochs: int = 2,
+    batch_size: int = 8,
+    lr: float = 1e-3,
+    loss_mode: str = "full",
+    seed: int = 0,
+    on_step: Callable[[int, int, float], None] | None = None,
+) -> tuple[Any, Any, list[float]]:
+    """Train the fused encoder jointly with a GeoSURGE geocell hierarchy head (backbone in the loop).
+
+    The partition is built from the photos' coordinates (``tau_max`` per level, coarse to fine);
+    the head's input is the fused 768-d feature. Trained: the last CLIP block, the fusion module
+    and the head.
+
+    Returns:
+        ``(GeoSurge model, S2Partition, per-step losses)``.
+    """
+    from terraloc.geo.s2partition import S2Partition
+    from terraloc.models.geosurge import GeoSurge, GeoSurgeConfig
+
+    from terraloc.encoders.segmentation import load_image
+
+    partition = S2Partition.build(photos.coords, tau_max, tau_min, source="fusion training photos")
+    torch.manual_seed(seed)
+    model = GeoSurge(GeoSurgeConfig(input_dim=encoder.fusion.cfg.out_dim, level_sizes=tuple(partition.sizes)))
+    labels = torch.as_tensor(partition.assign(photos.coords), dtype=torch.long)
+    images = [load_image(p) for p in photos.paths]
+    opt = make_optimizer(encoder, model, lr)
+    rng = np.random.default_rng(seed)
+    n = len(photos.paths)
+    steps = epochs * max(1, -(-n // batch_size))
+    losses: list[float] = []
+    step = 0
+
+    def loss_fn(features: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        total, _ = model.loss(features, labels[idx], mode=loss_mode)
+        return total
+
+    encoder.train()
+    model.train()
+    for _ in range(epochs):
+        perm = rng.permutation(n)
+        for s in range(0, n, batch_size):
+            idx = perm[s : s + batch_size]
+            px, seg = encoder.prepare([images[i] for i in idx], [photos.maps[i] for i in idx])
+            st = train_step(encoder, nn.Identity(), opt, px, seg, torch.as_tensor(idx), loss_fn)
+            losses.append(st.loss)
+            step += 1
+            if on_step:
+                on_step(step, steps, st.loss)
+    encoder.eval()
+    model.eval()
+    return model, partition, losses
