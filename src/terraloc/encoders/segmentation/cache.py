@@ -1,7 +1,9 @@
 """On-disk cache of segmentation maps, keyed by provider, weights and image content.
 
-Layout: ``<root>/<provider_id>/<weights_hash[:12]>/<sha256(image)[:2]>/<sha256(image)>.png``, each
-file an 8-bit PNG of class ids (see :func:`~terraloc.encoders.segmentation.base.save_map_png`).
+Layout: ``<root>/<provider_id>/<weights_hash[:12]>/<key[:2]>/<key>.png`` where ``key`` is the
+SHA-256 of the decoded RGB pixels (EXIF orientation applied), so a photo read from a file, from
+bytes or as a PIL image in the prediction pipeline finds the same entry. Each file is an 8-bit
+PNG of class ids (see :func:`~terraloc.encoders.segmentation.base.save_map_png`).
 The default root is ``TERRALOC_HOME/embeddings/segmentation`` — beside the embedding caches.
 """
 
@@ -64,22 +66,23 @@ class SegmentationCache:
         """The map of an image, from the cache or computed (and stored).
 
         Args:
-            source: path, bytes or PIL image (hashed for the key).
-            image: the decoded RGB image if already loaded (decoded from ``source`` otherwise).
+            source: path, bytes or PIL image.
+            image: the decoded RGB image if already loaded (decoded from ``source`` otherwise); its
+                pixels are the cache key.
 
         Returns:
             ``((H, W) uint8 map, was_cached)``.
         """
         from terraloc.encoders.segmentation.base import load_image
 
-        key = image_key(source)
+        img = image if image is not None else load_image(source)
+        key = image_key(img)
         path = self.path_for(key)
         if path.is_file():
             try:
                 return load_map_png(path), True
             except InputError:
                 path.unlink(missing_ok=True)  # a damaged cache entry is recomputed
-        img = image if image is not None else load_image(source)
         seg = self.segmenter.segment(img)
         save_map_png(path, seg)
         return seg, False
