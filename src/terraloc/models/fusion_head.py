@@ -59,7 +59,8 @@ class FusedGeoSurgeHead:
         self.head = GeoSurgeHead.from_checkpoint(gs)
         if self.head.input_dim != self.encoder.fusion.cfg.out_dim:
             raise InputError(
-                f"GeoSURGE head expects {self.head.input_dim}-d features, fusion gives {self.encoder.fusion.cfg.out_dim}",
+                f"GeoSURGE head expects {self.head.input_dim}-d features, "
+                f"fusion gives {self.encoder.fusion.cfg.out_dim}",
                 path=gs,
             )
         self.segmenter = load_segmenter(segmenter)
