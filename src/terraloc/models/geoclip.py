@@ -73,7 +73,7 @@ def geoclip_gallery_embeddings(encoder: Any = None) -> tuple[NDArray[np.float32]
     emb_path, man_path = out / "embeddings.npy", out / "manifest.json"
     try:
         if json.loads(man_path.read_text()) == manifest:
-            emb = np.load(emb_path, mmap_mode="r")
+            emb = np.load(emb_path)
             if emb.shape == (coords.shape[0], 512):
                 return coords, np.asarray(emb), manifest
     except (OSError, ValueError):
