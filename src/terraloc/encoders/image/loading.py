@@ -120,10 +120,14 @@ def _decode(img: Image.Image, name: str) -> Image.Image:
             img = oriented
         return _to_rgb(img)
     except (OSError, SyntaxError, ValueError) as exc:
-        msg = str(exc) or type(exc).__name__
-        if "truncated" in msg.lower() or "premature" in msg.lower() or "broken" in msg.lower():
-            raise InputError(f"truncated or corrupt image data ({msg})", path=name) from None
-        raise InputError(f"cannot decode image: {msg}", path=name) from None
+        raise _decode_error(exc, name) from None
+
+
+def _decode_error(exc: BaseException, name: str) -> InputError:
+    msg = str(exc) or type(exc).__name__
+    if any(w in msg.lower() for w in ("truncated", "premature", "broken", "unexpected end")):
+        return InputError(f"truncated or corrupt image data ({msg})", path=name)
+    return InputError(f"cannot decode image: {msg}", path=name)
 
 
 def load_image(src: ImageSource, *, name: str | None = None) -> Image.Image:
@@ -171,7 +175,7 @@ def load_image(src: ImageSource, *, name: str | None = None) -> Image.Image:
     except Image.DecompressionBombError as exc:
         raise InputError(f"{exc} (possible decompression bomb)", path=label) from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise InputError(f"cannot open image: {exc}", path=label) from None
+        raise _decode_error(exc, label) from None
     return _decode(img, label)
 
 
