@@ -25,7 +25,9 @@ def test_predict_then_eval_on_all_shared_photos(shared, tmp_path: Path, cli, tin
     im2 = shared / "data/photos/im2gps3k_dev"
     osv = shared / "data/photos/osv5m"
     out1, out2 = tmp_path / "im2gps.csv", tmp_path / "osv.csv"
-    r = cli("predict", im2, "--backbone", tiny_clip, "--format", "csv", "-o", out1, "--top-k", "3", "--batch-size", "32")
+    r = cli(
+        "predict", im2, "--backbone", tiny_clip, "--format", "csv", "-o", out1, "--top-k", "3", "--batch-size", "32"
+    )
     assert r.code == 0, r.err
     df = pd.read_csv(out1, dtype=str, keep_default_na=False)
     assert df["image"].nunique() == 300 and (df["error"] == "").all() and len(df) == 900

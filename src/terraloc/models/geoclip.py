@@ -97,6 +97,10 @@ class GeoCLIPHead(nn.Module):
         in_dim: backbone feature width (768 for CLIP ViT-L/14).
     """
 
+    coords: Tensor
+    gallery: Tensor
+    logit_scale: nn.Parameter
+
     def __init__(self, coords: NDArray[np.float32], gallery: NDArray[np.float32], in_dim: int = 768) -> None:
         super().__init__()
         self.mlp = nn.Sequential(nn.Linear(in_dim, 768), nn.ReLU(), nn.Linear(768, 512))
