@@ -151,3 +151,15 @@ def test_cli_build_and_info(cli, tmp_path: Path) -> None:  # type: ignore[no-unt
     assert r.code == 2 and "line 2" in r.err and "Traceback" not in r.err
     r = cli("gallery", "info", tmp_path / "missing")
     assert r.code == 2 and r.err.startswith("error:")
+
+
+def test_gallery_index_saved_and_reloaded(built: Path, tmp_path: Path) -> None:
+    g = Gallery.load(_copy(built, tmp_path / "g"))
+    q = np.asarray(g.embeddings[:20], dtype=np.float32)
+    h = g.index("hierarchical", top=8, branching=4, beam=3)
+    saved = list((g.path / "indexes").iterdir())
+    assert len(saved) == 1 and saved[0].suffix == ".npz"
+    again = Gallery.load(g.path).index("hierarchical", top=8, branching=4, beam=3)
+    np.testing.assert_array_equal(again.search(q, 2).indices, h.search(q, 2).indices)
+    assert (h.search(q, 1).indices[:, 0] == np.arange(20)).mean() >= 0.9
+    assert g.index("flat").search(q, 1).indices[:, 0].tolist() == list(range(20))

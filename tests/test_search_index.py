@@ -105,3 +105,34 @@ def test_bad_queries_and_specs(data: tuple[np.ndarray, np.ndarray]) -> None:
     r = idx.search(3 * queries[0], 2)
     assert r.indices.shape == (1, 2)
     np.testing.assert_array_equal(r.indices[0], idx.search(queries[:1], 2).indices[0])
+
+
+def test_hierarchical_recall_and_comparisons(data: tuple[np.ndarray, np.ndarray], tmp_path: Path) -> None:
+    from terraloc.search.hierarchical import HierarchicalIndex
+    from terraloc.search.index import load_index
+
+    gallery, queries = data
+    exact = make_index("flat", gallery).search(queries, 5)
+    idx = make_index("hierarchical", gallery, top=40, branching=4, depth=2, beam=4)
+    assert isinstance(idx, HierarchicalIndex)
+    info = idx.describe()
+    assert info["level_sizes"][0] == 40 and 40 < info["level_sizes"][1] <= 160
+    assert sorted(idx.perm.tolist()) == list(range(4000))  # every row in exactly one leaf
+    r = idx.search(queries, 5)
+    assert r.indices.shape == (100, 5) and (r.indices >= 0).all()
+    assert np.mean(r.indices[:, 0] == exact.indices[:, 0]) >= 0.95
+    # Comparisons: 40 centroids + 4 x <=4 children + rows of 4 leaves; far below the 4,000 of flat.
+    assert 40 < r.comparisons_per_query < 4000 / 5
+    np.testing.assert_allclose(r.scores, np.take_along_axis(queries @ gallery.T, r.indices, 1), atol=1e-5)
+    # A wider beam never finds worse top-1 scores on average and costs more comparisons.
+    wide = make_index("hierarchical", gallery, top=40, branching=4, depth=2, beam=16).search(queries, 5)
+    assert wide.scores[:, 0].mean() >= r.scores[:, 0].mean() - 1e-6
+    assert wide.comparisons_per_query > r.comparisons_per_query
+    # Save / load round trip gives identical results; deeper trees also work.
+    idx.save(tmp_path / "h.npz")
+    back = load_index(tmp_path / "h.npz", gallery, expected_count=4000, beam=4)
+    np.testing.assert_array_equal(back.search(queries, 5).indices, r.indices)
+    deep = make_index("hierarchical", gallery, top=10, branching=4, depth=3, beam=6).search(queries, 3)
+    assert np.mean(deep.indices[:, 0] == exact.indices[:, 0]) >= 0.8
+    with pytest.raises(InputError, match="gallery is"):
+        load_index(tmp_path / "h.npz", gallery[:100], expected_count=100)

@@ -23,7 +23,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -258,6 +258,7 @@ def build_gallery(
     overwrite: bool = False,
     progress: ProgressFn | None = None,
     extra: dict[str, Any] | None = None,
+    reuse_existing: bool = False,
 ) -> Gallery:
     """Embed ``coords`` with ``encoder`` and write a gallery directory atomically (resumable).
 
@@ -271,12 +272,11 @@ def build_gallery(
         overwrite: replace an existing gallery at ``out_dir``.
         progress: called with ``(done, total)`` rows after each chunk.
         extra: additional manifest entries (e.g. how the coordinates were made).
+        reuse_existing: load a complete gallery already at ``out_dir`` instead of failing.
 
     Returns:
         The loaded gallery.
     """
-    import torch
-
     from terraloc.geo.coords import validate_latlon
 
     if dtype not in DTYPES:
@@ -285,8 +285,40 @@ def build_gallery(
     if len(coords) == 0:
         raise InputError("no coordinates to embed", field="coords")
     out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise InputError("already exists (use --overwrite to replace it)", path=out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with _build_lock(out_dir):
+        if reuse_existing and (out_dir / MANIFEST).exists():
+            return Gallery.load(out_dir, encoder)
+        if out_dir.exists() and not overwrite:
+            raise InputError("already exists (use --overwrite to replace it)", path=out_dir)
+        return _build_locked(coords, encoder, out_dir, dtype, batch_size, chunk_rows, progress, extra)
+
+
+@contextlib.contextmanager
+def _build_lock(out_dir: Path) -> Iterator[None]:
+    """Exclusive lock so two processes never build the same gallery at once (the second waits)."""
+    import fcntl
+
+    with open(out_dir.with_name(out_dir.name + ".lock"), "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _build_locked(
+    coords: NDArray[np.float64],
+    encoder: LocationEncoder,
+    out_dir: Path,
+    dtype: str,
+    batch_size: int,
+    chunk_rows: int,
+    progress: ProgressFn | None,
+    extra: dict[str, Any] | None,
+) -> Gallery:
+    import torch
+
     n = len(coords)
     dim = int(getattr(encoder, "out_dim", 512))
     fp = coords_fingerprint(coords)
@@ -388,5 +420,12 @@ def default_gallery(
         return Gallery.load(out, encoder)
     coords = read_coords_file(geoclip_asset("gps_gallery"))
     return build_gallery(
-        coords, encoder, out, dtype=dtype, progress=progress, overwrite=out.exists(), extra={"source": "geoclip-100k"}
+        coords,
+        encoder,
+        out,
+        dtype=dtype,
+        progress=progress,
+        reuse_existing=True,
+        overwrite=True,
+        extra={"source": "geoclip-100k"},
     )
