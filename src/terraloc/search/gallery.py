@@ -259,6 +259,7 @@ def build_gallery(
     progress: ProgressFn | None = None,
     extra: dict[str, Any] | None = None,
     reuse_existing: bool = False,
+    prefix_embeddings: np.ndarray | None = None,
 ) -> Gallery:
     """Embed ``coords`` with ``encoder`` and write a gallery directory atomically (resumable).
 
@@ -273,6 +274,8 @@ def build_gallery(
         progress: called with ``(done, total)`` rows after each chunk.
         extra: additional manifest entries (e.g. how the coordinates were made).
         reuse_existing: load a complete gallery already at ``out_dir`` instead of failing.
+        prefix_embeddings: ``(M, D)`` normalised embeddings of ``coords[:M]`` already computed with
+            the same encoder (e.g. a smaller gallery whose points these extend); copied, not re-encoded.
 
     Returns:
         The loaded gallery.
@@ -291,7 +294,9 @@ def build_gallery(
             return Gallery.load(out_dir, encoder)
         if out_dir.exists() and not overwrite:
             raise InputError("already exists (use --overwrite to replace it)", path=out_dir)
-        return _build_locked(coords, encoder, out_dir, dtype, batch_size, chunk_rows, progress, extra)
+        return _build_locked(
+            coords, encoder, out_dir, dtype, batch_size, chunk_rows, progress, extra, prefix_embeddings
+        )
 
 
 @contextlib.contextmanager
@@ -316,6 +321,7 @@ def _build_locked(
     chunk_rows: int,
     progress: ProgressFn | None,
     extra: dict[str, Any] | None,
+    prefix: np.ndarray | None = None,
 ) -> Gallery:
     import torch
 
@@ -341,6 +347,16 @@ def _build_locked(
         emb = np.lib.format.open_memmap(emb_file, mode="w+", dtype=np.dtype(dtype), shape=(n, dim))
     else:
         emb = np.lib.format.open_memmap(emb_file, mode="r+")
+    if prefix is not None and done < len(prefix):
+        if prefix.shape[1] != dim or len(prefix) > n:
+            raise InputError(f"prefix embeddings of shape {prefix.shape} do not fit {n} x {dim}")
+        for b in range(done, len(prefix), chunk_rows):
+            e = min(b + chunk_rows, len(prefix))
+            emb[b:e] = np.asarray(prefix[b:e]).astype(dtype)
+        emb.flush()
+        done = len(prefix)
+        state["done"] = done
+        atomic_write_text(state_file, json.dumps(state))
     if progress:
         progress(done, n)
     coords_t = torch.from_numpy(coords.astype(np.float32))
