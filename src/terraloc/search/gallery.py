@@ -351,8 +351,8 @@ def _build_locked(
         if prefix.shape[1] != dim or len(prefix) > n:
             raise InputError(f"prefix embeddings of shape {prefix.shape} do not fit {n} x {dim}")
         for b in range(done, len(prefix), chunk_rows):
-            e = min(b + chunk_rows, len(prefix))
-            emb[b:e] = np.asarray(prefix[b:e]).astype(dtype)
+            end = min(b + chunk_rows, len(prefix))
+            emb[b:end] = np.asarray(prefix[b:end]).astype(dtype)
         emb.flush()
         done = len(prefix)
         state["done"] = done
