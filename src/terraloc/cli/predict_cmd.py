@@ -157,7 +157,7 @@ def predict_command(
         workers=workers,
         places=places,
     )
-    geo = Geolocator(config) if todo or not images else None
+    geo = Geolocator(config) if todo else None
 
     failed = len(input_errors)
     results: list[ImagePrediction] = []

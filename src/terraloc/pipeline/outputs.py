@@ -38,7 +38,7 @@ def _fmt(x: float) -> str:
 def csv_rows(pred: ImagePrediction) -> list[list[str]]:
     """Rows for one image: one per candidate (rank 1..k), or one row with blank lat/lon and the error."""
     bb = pred.model.get("backbone", {})
-    model = f"{pred.model.get('head', '')}:{bb.get('id', '')}"
+    model = f"{pred.model['head']}:{bb.get('id', '')}" if pred.model.get("head") else ""
     wh = str(bb.get("hash", ""))
     if not pred.ok or not pred.candidates:
         return [[pred.image, "", "", "", "", "", "", "", "", model, wh, pred.error or "no prediction"]]
