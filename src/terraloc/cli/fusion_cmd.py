@@ -49,25 +49,12 @@ def make_clip(spec: str, seed: int = 0) -> Any:
             hidden_act="quick_gelu",
         )
         return CLIPVisionModel(cfg).eval()
-    try:
-        from terraloc.encoders.image import load_backbone  # type: ignore[attr-defined]
-    except ImportError:
-        load_backbone = None
-    if load_backbone is not None:
-        bb = load_backbone(spec)
-        if not hasattr(bb, "vision_model"):
-            raise InputError(
-                f"backbone {spec!r} is not a CLIP model (fusion needs CLIP vision tokens)", field="--backbone"
-            )
-        return bb
-    path = Path(spec)
-    if not (path / "config.json").is_file():
-        raise InputError(f"unknown backbone {spec!r}: {BACKBONE_HELP}", field="--backbone")
-    from transformers import CLIPModel
+    from terraloc.encoders.image import load_backbone
 
-    cfg_type = json.loads((path / "config.json").read_text()).get("model_type")
-    model = (CLIPModel if cfg_type == "clip" else CLIPVisionModel).from_pretrained(path, local_files_only=True)
-    return model.eval()
+    bb = load_backbone(spec)
+    if not hasattr(bb, "vision_model"):
+        raise InputError(f"backbone {spec!r} is not a CLIP model (fusion needs CLIP vision tokens)", field="--backbone")
+    return bb
 
 
 def _parse_blocks(text: str) -> list[int]:

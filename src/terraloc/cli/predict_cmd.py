@@ -102,6 +102,16 @@ def predict_command(
             help="geoclip (GPS gallery), refdb (reference photos, needs --db) or geosurge (needs --checkpoint)."
         ),
     ] = None,
+    fusion: Annotated[
+        Path | None,
+        typer.Option(
+            help="Semantic-fusion checkpoint (terraloc fusion train) for --head geosurge; the GeoSURGE "
+            "head defaults to geosurge.pt beside it."
+        ),
+    ] = None,
+    segmenter: Annotated[str, typer.Option(help="Segmentation provider for --fusion: tflite or oneformer:DIR.")] = (
+        "tflite"
+    ),
     checkpoint: Annotated[
         Path | None, typer.Option("--checkpoint", help="Trained GeoSURGE checkpoint (terraloc train geosurge).")
     ] = None,
@@ -138,7 +148,9 @@ def predict_command(
     if resume and fmt not in ("csv", "json"):
         raise InputError("--resume works with --format csv or json", field="resume")
     if head is None:
-        head = "refdb" if db is not None else ("geosurge" if checkpoint is not None else "geoclip")
+        head = (
+            "refdb" if db is not None else ("geosurge" if checkpoint is not None or fusion is not None else "geoclip")
+        )
     if backbone is None:
         if head == "refdb" and db is not None and (db / "manifest.json").exists():
             backbone = json.loads((db / "manifest.json").read_text())["backbone"]["id"]
@@ -159,6 +171,8 @@ def predict_command(
         head=head,
         refdb=str(db) if db is not None else None,
         checkpoint=str(checkpoint) if checkpoint is not None else None,
+        fusion=str(fusion) if fusion is not None else None,
+        segmenter=segmenter,
         ten_crop=ten_crop,
         batch_size=batch_size,
         workers=workers,

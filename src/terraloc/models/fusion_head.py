@@ -46,10 +46,9 @@ class FusedGeoSurgeHead:
         segmenter: str = "tflite",
         cache: bool = True,
     ) -> None:
-        from terraloc.models.geosurge import GeoSurgeHead
-
         from terraloc.encoders.segmentation import SegmentationCache, load_segmenter
         from terraloc.models.fused_encoder import load_fused_checkpoint
+        from terraloc.models.geosurge import GeoSurgeHead
 
         if not hasattr(backbone, "vision_model"):
             raise InputError("semantic fusion needs a CLIP backbone (vision tokens)", field="backbone")

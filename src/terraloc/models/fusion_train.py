@@ -278,10 +278,9 @@ def train_fused_geosurge(
     Returns:
         ``(GeoSurge model, S2Partition, per-step losses)``.
     """
+    from terraloc.encoders.segmentation import load_image
     from terraloc.geo.s2partition import S2Partition
     from terraloc.models.geosurge import GeoSurge, GeoSurgeConfig
-
-    from terraloc.encoders.segmentation import load_image
 
     partition = S2Partition.build(photos.coords, tau_max, tau_min, source="fusion training photos")
     torch.manual_seed(seed)

@@ -57,6 +57,8 @@ class GeolocatorConfig:
     places: bool = True
     reasoner: str | None = None
     checkpoint: str | None = None  # trained GeoSURGE head (``terraloc train geosurge``), head="geosurge"
+    fusion: str | None = None  # semantic-fusion checkpoint (``terraloc fusion train``), head="geosurge"
+    segmenter: str = "tflite"  # segmentation provider for fusion (``tflite`` or ``oneformer:DIR``)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -96,7 +98,15 @@ class Geolocator:
         self._geoclip: Any = None
         self._db: Any = None
         self._geosurge: Any = None
-        if config.head == "geoclip":
+        self._fused: Any = None
+        if config.head == "geosurge" and config.fusion:
+            # GeoSURGE on the fused (CLIP tokens + ADE20K map) feature; head default: geosurge.pt beside it
+            from terraloc.models.fusion_head import FusedGeoSurgeHead
+
+            if config.ten_crop:
+                raise InputError("ten-crop is supported with the geoclip head only", field="ten_crop")
+            self._fused = FusedGeoSurgeHead(self.backbone, config.fusion, config.checkpoint, config.segmenter)
+        elif config.head == "geoclip":
             from terraloc.models.geoclip import GeoCLIP, GeoCLIPHead
 
             self._geoclip = GeoCLIP(self.backbone, GeoCLIPHead.pretrained()).eval()
@@ -137,6 +147,8 @@ class Geolocator:
             info["geoclip_head_hash"] = self._geoclip.head.weights_hash
             info["gallery"] = self.config.gallery
             info["ten_crop"] = self.config.ten_crop
+        if self._fused is not None:
+            info["fusion"] = self._fused.info
         if self._geosurge is not None:
             info["geosurge"] = {"checkpoint": str(self.config.checkpoint), "cells": self._geosurge.partition.sizes}
         if self._db is not None:
@@ -147,6 +159,8 @@ class Geolocator:
 
     def _transform(self) -> Callable[[Any], NDArray[np.float32]]:
         pre = self.backbone.preprocess
+        if self._fused is not None:
+            return self._fused.transform(pre)  # type: ignore[no-any-return]
         return pre.ten_crop if self.config.ten_crop else pre  # type: ignore[no-any-return]
 
     @torch.no_grad()
@@ -158,6 +172,8 @@ class Geolocator:
                 [(float(t.coords[i, j, 0]), float(t.coords[i, j, 1]), float(t.scores[i, j])) for j in range(top_k)]
                 for i in range(t.coords.shape[0])
             ]
+        if self._fused is not None:
+            return self._fused.predict_pixels(pixels, top_k)  # type: ignore[no-any-return]
         if self._geosurge is not None:
             emb = self.backbone.embed_pixels(pixels).numpy()
             if emb.shape[1] != self._geosurge.input_dim:

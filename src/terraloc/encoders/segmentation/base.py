@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from terraloc.encoders.segmentation.classes import validate_map
 from terraloc.errors import InputError
@@ -38,32 +38,14 @@ class Segmenter(Protocol):
 def load_image(source: Any) -> Image.Image:
     """Open an image (path, bytes, PIL image or HxW[x3] array) as RGB with EXIF orientation applied.
 
-    Uses :func:`terraloc.encoders.image.loading.load_image` when that module is present.
+    The one image loader of terraloc (:func:`terraloc.encoders.image.loading.load_image`).
 
     Raises:
         InputError: the file is missing, unreadable or not an image.
     """
-    try:
-        from terraloc.encoders.image.loading import load_image as _shared_loader  # type: ignore[import-not-found]
-    except ImportError:
-        _shared_loader = None
-    if _shared_loader is not None:
-        return _shared_loader(source)
-    if isinstance(source, Image.Image):
-        img = source
-    elif isinstance(source, np.ndarray):
-        img = Image.fromarray(source)
-    else:
-        name = "<bytes>" if isinstance(source, bytes | bytearray) else str(source)
-        try:
-            img = Image.open(io.BytesIO(source) if isinstance(source, bytes | bytearray) else source)
-            img.load()
-        except FileNotFoundError:
-            raise InputError("image file not found", path=name) from None
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
-            raise InputError(f"not a readable image ({exc.__class__.__name__})", path=name) from None
-    img = ImageOps.exif_transpose(img) or img
-    return img.convert("RGB")
+    from terraloc.encoders.image.loading import load_image as _load
+
+    return _load(source)
 
 
 def resize_map_nearest(seg: np.ndarray, size: tuple[int, int]) -> np.ndarray:
