@@ -83,6 +83,7 @@ def train_command(
     ),
     tau_min: Annotated[int, typer.Option("--tau-min", help="Drop cells with fewer photos.")] = 1,
     ignore: Annotated[str, typer.Option(help="ADE20K classes to mask, e.g. person,car ('' = none).")] = "",
+    device: Annotated[str, typer.Option(help="Torch device for training: cpu or cuda.")] = "cpu",
 ) -> None:
     """Train fusion + the last CLIP block + a GeoSURGE head from photos (backbone in the loop).
 
@@ -99,6 +100,12 @@ def train_command(
     from terraloc.models.fusion_train import load_photo_set, train_fused_geosurge
     from terraloc.models.geosurge import save_checkpoint  # type: ignore[import-not-found]
 
+    import torch
+
+    if device != "cpu" and not (device.startswith("cuda") and torch.cuda.is_available()):
+        raise InputError(
+            f"device {device!r} is not available here (use cpu, or cuda on a GPU machine)", field="--device"
+        )
     try:
         taus = tuple(int(t) for t in tau_max.split(","))
     except ValueError:
@@ -115,7 +122,7 @@ def train_command(
             raise InputError(f"need at least 2 readable photos with ground truth, found {len(data.paths)}", path=folder)
         t2 = progress.add_task("training", total=None)
         model, partition, losses = train_fused_geosurge(
-            enc, data, taus, tau_min, epochs=epochs, batch_size=batch_size, lr=lr,
+            enc, data, taus, tau_min, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
             on_step=lambda s, n, loss: progress.update(t2, completed=s, total=n, description=f"training {loss:.2f}"),
         )  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)

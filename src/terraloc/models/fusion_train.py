@@ -116,7 +116,13 @@ def train_step(
     labels: torch.Tensor,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> StepStats:
-    """One optimisation step on a batch (``pixels (B,3,S,S)``, ``seg (B,S,S)``, ``labels (B,)``)."""
+    """One optimisation step on a batch (``pixels (B,3,S,S)``, ``seg (B,S,S)``, ``labels (B,)``).
+
+    Inputs are moved to the encoder's device (CPU, or a GPU after ``encoder.to("cuda")``).
+    The memory figures are host resident memory (not GPU memory).
+    """
+    dev = next(encoder.parameters()).device
+    pixels, seg, labels = pixels.to(dev), seg.to(dev), labels.to(dev)
     encoder.train()
     head.train()
     loss_fn = loss_fn or nn.functional.cross_entropy
@@ -268,6 +274,7 @@ def train_fused_geosurge(
     loss_mode: str = "full",
     seed: int = 0,
     on_step: Callable[[int, int, float], None] | None = None,
+    device: str = "cpu",
 ) -> tuple[Any, Any, list[float]]:
     """Train the fused encoder jointly with a GeoSURGE geocell hierarchy head (backbone in the loop).
 
@@ -285,7 +292,9 @@ def train_fused_geosurge(
     partition = S2Partition.build(photos.coords, tau_max, tau_min, source="fusion training photos")
     torch.manual_seed(seed)
     model = GeoSurge(GeoSurgeConfig(input_dim=encoder.fusion.cfg.out_dim, level_sizes=tuple(partition.sizes)))
-    labels = torch.as_tensor(partition.assign(photos.coords), dtype=torch.long)
+    encoder.to(device)
+    model.to(device)
+    labels = torch.as_tensor(partition.assign(photos.coords), dtype=torch.long, device=device)
     images = [load_image(p) for p in photos.paths]
     opt = make_optimizer(encoder, model, lr)
     rng = np.random.default_rng(seed)
@@ -310,6 +319,6 @@ def train_fused_geosurge(
             step += 1
             if on_step:
                 on_step(step, steps, st.loss)
-    encoder.eval()
-    model.eval()
+    encoder.cpu().eval()
+    model.cpu().eval()
     return model, partition, losses
