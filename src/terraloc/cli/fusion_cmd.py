@@ -90,6 +90,7 @@ def train_command(
     Writes OUT/fusion.pt (for `terraloc predict --head geosurge --fusion OUT/fusion.pt`) and
     OUT/geosurge.pt (the GeoSURGE head over the fused 768-d feature).
     """
+    import torch
     from rich.progress import Progress
 
     from terraloc.config import shared_path
@@ -99,8 +100,6 @@ def train_command(
     from terraloc.models.fusion import FusionConfig
     from terraloc.models.fusion_train import load_photo_set, train_fused_geosurge
     from terraloc.models.geosurge import save_checkpoint  # type: ignore[import-not-found]
-
-    import torch
 
     if device != "cpu" and not (device.startswith("cuda") and torch.cuda.is_available()):
         raise InputError(
