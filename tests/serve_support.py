@@ -16,7 +16,6 @@ import numpy as np
 import uvicorn
 from PIL import Image
 
-
 # (city, admin1, country, lat, lon)
 _PLACES = [
     ("Paris", "Ile-de-France", "FR", 48.8566, 2.3522),
@@ -61,22 +60,28 @@ class ColourPredictor:
             p = np.exp(logits - logits.max())
             p /= p.sum()
             order = np.argsort(-p)[:top_k]
+            cands = [
+                {
+                    "rank": r + 1,
+                    "lat": _PLACES[i][3],
+                    "lon": _PLACES[i][4],
+                    "probability": float(p[i]),
+                    "city": _PLACES[i][0],
+                    "admin1": _PLACES[i][1],
+                    "country": _PLACES[i][2],
+                    "country_code": _PLACES[i][2],
+                }
+                for r, i in enumerate(order)
+            ]
+            top = cands[0]
             out.append(
                 {
                     "image": "<image>",
-                    "predictions": [
-                        {
-                            "rank": r + 1,
-                            "lat": _PLACES[i][3],
-                            "lon": _PLACES[i][4],
-                            "probability": float(p[i]),
-                            "city": _PLACES[i][0],
-                            "admin1": _PLACES[i][1],
-                            "country": _PLACES[i][2],
-                        }
-                        for r, i in enumerate(order)
-                    ],
+                    **{k: top[k] for k in ("lat", "lon", "probability", "city", "admin1", "country")},
+                    "candidates": cands,
                     "error": None,
+                    "width": img.width,
+                    "height": img.height,
                     "model": {"id": "colour-fixture"},
                 }
             )
@@ -123,4 +128,3 @@ def running_server(app: Any, ready: bool = True, timeout: float = 60.0) -> Itera
     finally:
         server.should_exit = True
         thread.join(15)
-

@@ -13,14 +13,18 @@ from terraloc.cli.app import app, bench_app, err_console, fail, out_console
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
 
-def _model_loader(backbone: str | None, predictor: str | None, device: str | None):  # type: ignore[no-untyped-def]
+def _model_loader(  # type: ignore[no-untyped-def]
+    backbone: str | None, head: str | None, db: Path | None, ten_crop: bool, places: bool, predictor: str | None
+):
     """A zero-argument callable that loads the model (run in the server's background thread)."""
     from terraloc.serve.geolocator import geolocator_loader
     from terraloc.serve.predictor import import_factory
 
     if predictor:
         return import_factory(predictor)
-    return geolocator_loader(backbone=backbone, device=device)
+    if db is not None and not db.is_dir():
+        fail(f"--db: {db}: no such folder")
+    return geolocator_loader(backbone, head, str(db) if db else None, ten_crop, places)
 
 
 @app.command("serve")
@@ -28,14 +32,22 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to bind (loopback by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.", min=0, max=65535)] = 8000,
     backbone: Annotated[
-        str | None, typer.Option(help="Image backbone: a model name or a local Hugging Face folder.")
+        str | None,
+        typer.Option(help="Backbone: a local folder, a model name (terraloc models list) or efficientnet-lite0."),
     ] = None,
     predictor: Annotated[
         str | None,
-        typer.Option(help="Serve a custom predictor instead: MODULE:FACTORY returning an object with "
-        "predict(images, top_k) and describe()."),
+        typer.Option(
+            help="Serve a custom predictor instead: MODULE:FACTORY returning an object with "
+            "predict(images, top_k) and describe()."
+        ),
     ] = None,
-    device: Annotated[str | None, typer.Option(help="Torch device for the model (default: CPU).")] = None,
+    head: Annotated[
+        str | None, typer.Option(help="geoclip (GPS gallery) or refdb (reference photos, needs --db).")
+    ] = None,
+    db: Annotated[Path | None, typer.Option("--db", help="Reference database folder (terraloc db build).")] = None,
+    ten_crop: Annotated[bool, typer.Option(help="Average the logits of ten crops (geoclip head).")] = False,
+    places: Annotated[bool, typer.Option(help="Add offline place names.")] = True,
     top_k: Annotated[int, typer.Option(help="Default number of candidates per photo.", min=1)] = 5,
     max_upload_mb: Annotated[float, typer.Option(help="Largest accepted image file, in MB.", min=0.001)] = 20.0,
     max_pixels: Annotated[int, typer.Option(help="Largest accepted image, in pixels (w x h).", min=1)] = 100_000_000,
@@ -44,9 +56,11 @@ def serve(
     queue_size: Annotated[int, typer.Option(help="Requests that may wait for a worker before 503.", min=0)] = 8,
     api_key: Annotated[
         str | None,
-        typer.Option(envvar="TERRALOC_API_KEY", show_default=False,
-                     help="Require this key on /v1/* (Authorization: Bearer KEY or X-API-Key). "
-                     "Env: TERRALOC_API_KEY."),
+        typer.Option(
+            envvar="TERRALOC_API_KEY",
+            show_default=False,
+            help="Require this key on /v1/* (Authorization: Bearer KEY or X-API-Key). Env: TERRALOC_API_KEY.",
+        ),
     ] = None,
     cors_origin: Annotated[
         list[str] | None, typer.Option(help="Allow this origin via CORS (repeatable). Off by default.")
@@ -71,7 +85,7 @@ def serve(
         fail(f"--tile-url: expected an http(s) URL template, got '{tile_url}'")
     if api_key is not None and not api_key.strip():
         fail("--api-key (or TERRALOC_API_KEY) is empty")
-    loader = _model_loader(backbone, predictor, device)
+    loader = _model_loader(backbone, head, db, ten_crop, places, predictor)
     settings = ServeSettings(
         host=host,
         port=port,
@@ -90,8 +104,10 @@ def serve(
     configure_logging(log_level)
     if host not in _LOOPBACK and api_key is None:
         err_console.print(f"warning: serving on {host} without an API key: anyone who reaches it can use it")
-    err_console.print(f"terraloc serving on http://{'[' + host + ']' if ':' in host else host}:{port}/ "
-                      "(API docs at /docs; Ctrl-C stops)")
+    err_console.print(
+        f"terraloc serving on http://{'[' + host + ']' if ':' in host else host}:{port}/ "
+        "(API docs at /docs; Ctrl-C stops)"
+    )
     uvicorn.run(
         create_app(settings, loader),
         host=host,

@@ -99,8 +99,21 @@ def _error(status: int, message: str, request: Request, headers: dict[str, str] 
 
 
 def _error_record(name: str, message: str, model: dict[str, Any]) -> dict[str, Any]:
-    """A failed image in a batch: same keys as a prediction, no candidates, ``error`` set."""
-    return {"image": name, "predictions": [], "error": message, "model": model}
+    """A failed image: the keys of ``ImagePrediction.to_json()``, no candidates, ``error`` set."""
+    return {
+        "image": name,
+        "lat": None,
+        "lon": None,
+        "probability": None,
+        "city": None,
+        "admin1": None,
+        "country": None,
+        "candidates": [],
+        "error": message,
+        "width": None,
+        "height": None,
+        "model": model,
+    }
 
 
 _UPLOAD_BODY = {

@@ -29,9 +29,8 @@ def decode_upload(data: bytes, name: str) -> Image.Image:
         except InputError as exc:
             raise UnprocessableImage(getattr(exc, "problem", str(exc))) from None
     try:
-        img = Image.open(io.BytesIO(data))
+        img: Image.Image = Image.open(io.BytesIO(data))
         img.load()
-        img = ImageOps.exif_transpose(img) or img
-        return img.convert("RGB")
+        return (ImageOps.exif_transpose(img) or img).convert("RGB")
     except Exception as exc:
         raise UnprocessableImage(f"truncated or corrupt image data ({exc})") from None

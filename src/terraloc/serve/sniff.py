@@ -98,7 +98,7 @@ def inspect_image(data: bytes, max_pixels: int) -> ImageInfo:
     except Image.DecompressionBombError as exc:
         raise UnprocessableImage(f"{exc} (decompression bomb refused)") from None
     except Exception as exc:  # PIL raises many types for corrupt headers
-        raise UnprocessableImage(f"{fmt} data cannot be read: {exc}") from None
+        raise UnprocessableImage(f"truncated or corrupt {fmt} data ({exc})") from None
     if width <= 0 or height <= 0:
         raise UnprocessableImage("image has zero width or height")
     if width * height > max_pixels:
