@@ -1,0 +1,1 @@
+"""Galleries, indexes and the reference-photo database."""
