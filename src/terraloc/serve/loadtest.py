@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from terraloc.errors import InputError, MissingResourceError
+from terraloc.errors import InputError
 
 Payload = tuple[str, bytes]
 
@@ -213,16 +213,6 @@ def photos_from(folder: Path, limit: int = 16) -> list[Payload]:
     return [(p.name, p.read_bytes()) for p in files]
 
 
-def tiny_backbone() -> str:
-    """The shared tiny seeded CLIP (Hugging Face folder) used for benchmarks with the real Geolocator."""
-    from terraloc.config import shared_path
-
-    path = shared_path("data", "reference", "geoclip_predict", "tiny_clip")
-    if not path.is_dir():
-        raise MissingResourceError(f"{path}: tiny CLIP folder missing")
-    return str(path)
-
-
 def run_bench(
     backbone: str | None = None,
     predictor: str | None = None,
@@ -233,17 +223,40 @@ def run_bench(
     top_k: int = 5,
     queue_size: int = 8,
 ) -> dict[str, Any]:
-    """Start a server process, measure direct vs served latency, then load it; return the figures."""
+    """Start a server process, measure direct vs served latency, then load it; return the figures.
+
+    Without ``backbone`` or ``predictor`` the Geolocator uses a tiny random CLIP written to a
+    temporary folder (``make_tiny_clip``): the service's own costs dominate, as intended.
+    """
+    payloads = photos_from(images_dir) if images_dir else default_photos()
+    with contextlib.ExitStack() as stack:
+        if predictor is None and backbone is None:
+            from terraloc.encoders.image import make_tiny_clip
+
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="terraloc-bench-"))
+            backbone = str(make_tiny_clip(Path(tmp) / "tiny_clip"))
+        return _bench(backbone, predictor, clients, duration_s, sequential, payloads, top_k, queue_size)
+
+
+def _bench(
+    backbone: str | None,
+    predictor: str | None,
+    clients: int,
+    duration_s: float,
+    sequential: int,
+    payloads: list[Payload],
+    top_k: int,
+    queue_size: int,
+) -> dict[str, Any]:
     from terraloc.serve.geolocator import geolocator_loader
     from terraloc.serve.predictor import import_factory
 
-    payloads = photos_from(images_dir) if images_dir else default_photos()
     if predictor:
         server_args = ["--predictor", predictor]
         load = import_factory(predictor)
         model = predictor
     else:
-        bb = backbone or tiny_backbone()
+        bb = str(backbone)
         server_args = ["--backbone", bb]
         load = geolocator_loader(backbone=bb)
         model = f"Geolocator(geoclip head, backbone={bb})"

@@ -22,7 +22,8 @@
       Math.abs(c.lon).toFixed(4) + "°" + (c.lon >= 0 ? "E" : "W");
   }
   function place(c) {
-    var parts = [c.city, c.admin1, c.country].filter(function (x) { return x; });
+    var parts = [];
+    [c.city, c.admin1, c.country].forEach(function (x) { if (x && parts.indexOf(x) < 0) parts.push(x); });
     return parts.length ? parts.join(", ") : "Unnamed place";
   }
   function el(tag, cls, text) {
@@ -88,6 +89,8 @@
     clearResult();
     state.result = pred;
     var cands = candidatesOf(pred);
+    // Marker area and bar length are relative to the probability mass of the candidates shown.
+    var mass = cands.reduce(function (s, c) { return s + (c.probability > 0 ? c.probability : 0); }, 0) || 1;
     if (pred.error) { say(pred.image + ": " + pred.error, "error"); }
     $("summary").textContent = cands.length
       ? (pred.image ? pred.image + ": " : "") + cands.length + " candidate location" + (cands.length > 1 ? "s" : "") +
@@ -96,7 +99,8 @@
     var list = $("candidates");
     cands.forEach(function (c, i) {
       var p = c.probability == null ? 0 : c.probability;
-      var size = Math.round(18 + 46 * Math.sqrt(Math.max(0, Math.min(1, p))));
+      var share = Math.max(0, Math.min(1, p / mass));
+      var size = Math.round(16 + 48 * Math.sqrt(share));
       var icon = L.divIcon({ className: "cand-marker" + (i === 0 ? " best" : ""), html: "<span>" + (i + 1) + "</span>",
         iconSize: [size, size], iconAnchor: [size / 2, size / 2], popupAnchor: [0, -size / 2] });
       var label = "#" + (i + 1) + " " + place(c) + ", " + fmtPct(c.probability);
@@ -125,7 +129,8 @@
       prob.appendChild(el("span", "pct", fmtPct(c.probability)));
       var bar = el("span", "bar");
       var fill = el("span", "fill");
-      fill.style.width = Math.max(1, Math.round(100 * p)) + "%";
+      fill.style.width = Math.max(1, Math.round(100 * share)) + "%";
+      bar.title = "share of the probability of the candidates shown";
       bar.appendChild(fill);
       prob.appendChild(bar);
       btn.appendChild(prob);
@@ -135,7 +140,7 @@
     });
     if (cands.length) {
       var b = L.latLngBounds(cands.map(function (c) { return [c.lat, c.lon]; }));
-      map.fitBounds(b.pad(0.3), { maxZoom: 6 });
+      map.fitBounds(b.pad(0.3), { maxZoom: 12 });
     }
     renderDistances(cands);
     renderRag(pred, cands);
@@ -318,7 +323,8 @@
     e.preventDefault();
     if (state.file) { var entry = { file: state.file }; addHistory(entry); state.queue.push(entry); pump(); }
   });
-  $("apply-settings").addEventListener("click", function () {
+  $("settings-form").addEventListener("submit", function (e) {
+    e.preventDefault();
     var key = $("api-key").value.trim();
     if (key) sessionStorage.setItem("terraloc.apiKey", key); else sessionStorage.removeItem("terraloc.apiKey");
     var url = $("tile-url").value.trim();
