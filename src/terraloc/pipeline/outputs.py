@@ -137,10 +137,7 @@ def geojson(preds: Iterable[ImagePrediction]) -> dict[str, Any]:
                 {
                     "type": "Feature",
                     "geometry": {"type": "Point", "coordinates": [c.lon, c.lat]},
-                    "properties": {
-                        "image": p.image,
-                        **{k: v for k, v in c.to_json().items() if k not in ("lat", "lon")},
-                    },
+                    "properties": {"image": p.image, **{k: v for k, v in c.to_json().items() if k not in ("lat", "lon")}},
                 }
             )
     return {"type": "FeatureCollection", "features": feats}

@@ -48,9 +48,7 @@ KNOWN_MODELS: dict[str, KnownModel] = {
         KnownModel(
             "clip-vit-large-patch14", "openai/clip-vit-large-patch14", "clip", "OpenAI CLIP ViT-L/14 (GeoCLIP default)"
         ),
-        KnownModel(
-            "clip-vit-large-patch14-336", "openai/clip-vit-large-patch14-336", "clip", "CLIP ViT-L/14 at 336 px"
-        ),
+        KnownModel("clip-vit-large-patch14-336", "openai/clip-vit-large-patch14-336", "clip", "CLIP ViT-L/14 at 336 px"),
         KnownModel("streetclip", "geolocal/StreetCLIP", "clip", "StreetCLIP (CLIP ViT-L/14-336 tuned for geolocation)"),
         KnownModel("efficientnet-lite0", None, "efficientnet", "EfficientNet-Lite0 ImageNet (bundled pip package)"),
     ]
@@ -110,7 +108,9 @@ def weights_digest(folder: Path, length: int = 16) -> str:
     """
     import hashlib
 
-    files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".pth", ".pt") and p.is_file())
+    files = sorted(
+        p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".pth", ".pt") and p.is_file()
+    )
     if not files:
         return ""
     key = ";".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
