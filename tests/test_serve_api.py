@@ -395,3 +395,23 @@ def test_burst_beyond_queue_gets_503_then_recovers() -> None:
         assert results == [200, 200, 200]
         assert c.get("/readyz").json()["queue"]["rejected"] == 5
         assert c.post("/v1/predict", files={"file": ("c.jpg", _jpeg(), "image/jpeg")}).status_code == 200
+
+
+# ---------------------------------------------------------------------------- CLI argument errors
+
+
+def test_serve_cli_refuses_bad_setup(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("TERRALOC_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    r = cli("serve", "--port", "0")  # default GeoCLIP backbone, not pulled in this empty home
+    assert r.code == 2 and "terraloc models pull" in r.err and "Traceback" not in r.err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = cli("serve", "--backbone", str(empty))
+    assert r.code == 2 and "config.json" in r.err
+    r = cli("serve", "--tile-url", "ftp://tiles/{z}/{x}/{y}.png", "--predictor", "serve_support:make_colour_predictor")
+    assert r.code == 2 and "--tile-url" in r.err
+    r = cli("serve", "--predictor", "no_such_module:make")
+    assert r.code == 2 and "no_such_module" in r.err
+    r = cli("serve", "--db", str(tmp_path / "nodb"))
+    assert r.code == 2 and "--db" in r.err

@@ -24,7 +24,24 @@ def _model_loader(  # type: ignore[no-untyped-def]
         return import_factory(predictor)
     if db is not None and not db.is_dir():
         fail(f"--db: {db}: no such folder")
+    if backbone is not None or db is None:
+        _precheck_backbone(backbone or "clip-vit-large-patch14")
     return geolocator_loader(backbone, head, str(db) if db else None, ten_crop, places)
+
+
+def _precheck_backbone(spec: str) -> None:
+    """Fail at once (one line, exit 2) when the backbone is clearly not on disk, before the
+    server starts and loads it in the background."""
+    from terraloc.encoders.image.backbones import is_on_disk, resolve_known
+
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            fail(f"--backbone: {path}: folder has no config.json (not a Hugging Face checkpoint)")
+        return
+    known = resolve_known(spec)
+    if known is not None and is_on_disk(known) is None:
+        fail(f"model '{known.name}' is not on disk; fetch it with: terraloc models pull {known.name}")
 
 
 @app.command("serve")

@@ -53,6 +53,7 @@
   var map = L.map("map", { worldCopyJump: true, minZoom: 1, maxZoom: 18, zoomControl: true })
     .setView([20, 0], 1);
   map.attributionControl.setPrefix(false);
+  L.control.scale({ metric: true, imperial: false }).addTo(map);
   fetch("/ui/countries.geojson").then(function (r) { return r.json(); }).then(function (gj) {
     L.geoJSON(gj, { interactive: false, style: { color: "#7a8793", weight: 0.7, fillColor: "#e6e9dd", fillOpacity: 1 } })
       .addTo(map).bringToBack();
