@@ -235,12 +235,16 @@ def run_bench(
 
             tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="terraloc-bench-"))
             backbone = str(make_tiny_clip(Path(tmp) / "tiny_clip"))
-        return _bench(backbone, predictor, clients, duration_s, sequential, payloads, top_k, queue_size)
+            label = "Geolocator(geoclip head, tiny random CLIP from make_tiny_clip)"
+        else:
+            label = predictor or f"Geolocator(geoclip head, backbone={backbone})"
+        return _bench(backbone, predictor, label, clients, duration_s, sequential, payloads, top_k, queue_size)
 
 
 def _bench(
     backbone: str | None,
     predictor: str | None,
+    model: str,
     clients: int,
     duration_s: float,
     sequential: int,
@@ -254,35 +258,43 @@ def _bench(
     if predictor:
         server_args = ["--predictor", predictor]
         load = import_factory(predictor)
-        model = predictor
     else:
         bb = str(backbone)
         server_args = ["--backbone", bb]
         load = geolocator_loader(backbone=bb)
-        model = f"Geolocator(geoclip head, backbone={bb})"
     server_args += ["--queue-size", str(queue_size), "--top-k", str(top_k), "--log-level", "warning"]
 
-    # Direct calls first, in this process, while no server competes for the CPU.
-    direct = load()
-    direct_latencies(direct, payloads, 3, top_k)  # warm-up
-    direct_ms = direct_latencies(direct, payloads, sequential, top_k)
-    del direct
-
     with server_process(server_args) as (url, proc):
-        sequential_latencies(url, payloads, 3, top_k)  # warm-up
-        served_ms = sequential_latencies(url, payloads, sequential, top_k)
+        # Overhead: the same photo through the in-process predictor and through the server, in
+        # alternating order, so that slow drifts in machine load hit both sides of each pair.
+        direct = load()
+        direct_latencies(direct, payloads, 3, top_k)  # warm-up
+        sequential_latencies(url, payloads, 3, top_k)
+        direct_ms: list[float] = []
+        served_ms: list[float] = []
+        for i in range(sequential):
+            one = [payloads[i % len(payloads)]]
+            if i % 2:
+                served_ms += sequential_latencies(url, one, 1, top_k)
+                direct_ms += direct_latencies(direct, one, 1, top_k)
+            else:
+                direct_ms += direct_latencies(direct, one, 1, top_k)
+                served_ms += sequential_latencies(url, one, 1, top_k)
+        del direct
         rss_before = server_rss_mb(proc.pid)
         load_stats = run_load(url, payloads, clients, duration_s, top_k)
         rss_after = server_rss_mb(proc.pid)
-    d50 = float(np.median(direct_ms))
-    s50 = float(np.median(served_ms))
+    diffs = np.asarray(served_ms) - np.asarray(direct_ms)
     return {
         "model": model,
         "photos": len(payloads),
         "cpu_count": os.cpu_count(),
-        "direct_p50_ms": round(d50, 2),
-        "served_sequential_p50_ms": round(s50, 2),
-        "overhead_per_request_ms": round(s50 - d50, 2),
+        "load_average_1m": round(os.getloadavg()[0], 2),
+        "pairs": sequential,
+        "direct_p50_ms": round(float(np.median(direct_ms)), 2),
+        "served_sequential_p50_ms": round(float(np.median(served_ms)), 2),
+        "overhead_per_request_ms": round(float(np.median(diffs)), 2),
+        "overhead_iqr_ms": [round(float(np.percentile(diffs, 25)), 2), round(float(np.percentile(diffs, 75)), 2)],
         "load": load_stats,
         "rss_before_mb": rss_before,
         "rss_after_mb": rss_after,
@@ -308,7 +320,11 @@ def bench_table(result: dict[str, Any]) -> Any:
         ("latency p50 / p95 / p99 under load", f"{ld['p50_ms']} / {ld['p95_ms']} / {ld['p99_ms']} ms"),
         ("direct decode+predict p50 (in-process)", f"{result['direct_p50_ms']} ms"),
         ("served p50, one client at a time", f"{result['served_sequential_p50_ms']} ms"),
-        ("service overhead per request", f"{result['overhead_per_request_ms']} ms"),
+        (
+            "service overhead per request (median of paired differences, IQR)",
+            "{} ms ({} .. {})".format(result["overhead_per_request_ms"], *result["overhead_iqr_ms"]),
+        ),
+        ("machine load average (1 min) at the end", str(result["load_average_1m"])),
         (
             "server RSS before -> after load",
             f"{result['rss_before_mb']} -> {result['rss_after_mb']} MiB ({result['rss_growth_pct']:+.1f}%)",
