@@ -415,3 +415,35 @@ def test_serve_cli_refuses_bad_setup(cli, tmp_path: Path, monkeypatch: pytest.Mo
     assert r.code == 2 and "no_such_module" in r.err
     r = cli("serve", "--db", str(tmp_path / "nodb"))
     assert r.code == 2 and "--db" in r.err
+
+
+def test_uploads_in_flight_are_bounded_too() -> None:
+    """Beyond 2 x (workers + queue) requests being read or waiting, the next is refused before its body is read."""
+    gate = threading.Event()
+    settings = ServeSettings(workers=1, queue_size=0)  # at most 2 requests in flight
+    with running_server(create_app(settings, ColourPredictor(gate=gate))) as base, httpx.Client(base_url=base) as c:
+        port = int(base.rsplit(":", 1)[1])
+        held = threading.Thread(
+            target=lambda: httpx.post(base + "/v1/predict", files={"file": ("a.jpg", _jpeg())}, timeout=30)
+        )
+        held.start()  # 1: running, held by the gate
+        for _ in range(200):
+            if c.get("/readyz").json()["queue"]["running"] == 1:
+                break
+            time.sleep(0.02)
+        head = (
+            b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b0\r\n"
+            b"Content-Length: 100000\r\n\r\n"
+        )
+        slow = socket.create_connection(("127.0.0.1", port), timeout=5)
+        slow.sendall(head + b"--b0\r\n")  # 2: stalls while its body is being read
+        time.sleep(0.3)
+        third = socket.create_connection(("127.0.0.1", port), timeout=5)
+        third.sendall(head)  # 3: headers only; the answer must come without the body
+        reply = third.recv(4096).decode("latin-1")
+        assert reply.startswith("HTTP/1.1 503") and "retry-after" in reply.lower()
+        third.close()
+        slow.close()
+        gate.set()
+        held.join(30)
+        assert c.post("/v1/predict", files={"file": ("b.jpg", _jpeg(), "image/jpeg")}).status_code == 200

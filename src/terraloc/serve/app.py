@@ -300,8 +300,25 @@ def create_app(settings: ServeSettings, loader: Callable[[], Predictor] | Predic
                 results[i] = pred
         return [r for r in results if r is not None]
 
+    inflight = {"n": 0}
+    # Requests being read or waiting for inference: bounded too, so that a burst of large uploads
+    # cannot hold unbounded memory while the inference line is full.
+    max_inflight = 2 * (settings.workers + settings.queue_size)
+
     async def predict_uploads(request: Request, top_k_q: int | None, batch: bool) -> list[dict[str, Any]]:
         predictor = state.require()
+        if inflight["n"] >= max_inflight:
+            state.queue.rejected += 1
+            raise QueueFull(state.queue.retry_after())
+        inflight["n"] += 1
+        try:
+            return await _predict_uploads(request, predictor, top_k_q, batch)
+        finally:
+            inflight["n"] -= 1
+
+    async def _predict_uploads(
+        request: Request, predictor: Predictor, top_k_q: int | None, batch: bool
+    ) -> list[dict[str, Any]]:
         limit = settings.max_upload_bytes
         body = await read_uploads(request, limit, batch)
         if not batch and len(body.files) != 1:
