@@ -45,8 +45,9 @@ def models_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON
         t.add_row(
             str(r["name"]),
             str(r["hub_id"] or "(pip package)"),
-            f"[green]yes[/green] {r['path']}" if r["on_disk"] else "[yellow]no[/yellow] (terraloc models pull "
-            f"{r['name']})",
+            f"[green]yes[/green] {r['path']}"
+            if r["on_disk"]
+            else f"[yellow]no[/yellow] (terraloc models pull {r['name']})",
             str(r["description"]),
         )
     out_console().print(t)

@@ -146,7 +146,7 @@ def predict_command(
         rewrite_without(output, fmt, done)
     todo = [p for p in images if p not in done]
 
-    for src, msg in input_errors:
+    for _src, msg in input_errors:
         err_console.print(f"error: {msg}", markup=False)
     config = GeolocatorConfig(
         backbone=backbone,
@@ -157,7 +157,7 @@ def predict_command(
         workers=workers,
         places=places,
     )
-    geo = Geolocator(config) if todo or not images else None
+    geo = Geolocator(config) if todo else None
 
     failed = len(input_errors)
     results: list[ImagePrediction] = []

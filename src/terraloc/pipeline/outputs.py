@@ -38,7 +38,7 @@ def _fmt(x: float) -> str:
 def csv_rows(pred: ImagePrediction) -> list[list[str]]:
     """Rows for one image: one per candidate (rank 1..k), or one row with blank lat/lon and the error."""
     bb = pred.model.get("backbone", {})
-    model = f"{pred.model.get('head', '')}:{bb.get('id', '')}"
+    model = f"{pred.model['head']}:{bb.get('id', '')}" if pred.model.get("head") else ""
     wh = str(bb.get("hash", ""))
     if not pred.ok or not pred.candidates:
         return [[pred.image, "", "", "", "", "", "", "", "", model, wh, pred.error or "no prediction"]]
@@ -137,7 +137,10 @@ def geojson(preds: Iterable[ImagePrediction]) -> dict[str, Any]:
                 {
                     "type": "Feature",
                     "geometry": {"type": "Point", "coordinates": [c.lon, c.lat]},
-                    "properties": {"image": p.image, **{k: v for k, v in c.to_json().items() if k not in ("lat", "lon")}},
+                    "properties": {
+                        "image": p.image,
+                        **{k: v for k, v in c.to_json().items() if k not in ("lat", "lon")},
+                    },
                 }
             )
     return {"type": "FeatureCollection", "features": feats}
@@ -199,7 +202,8 @@ for (const [lat, lon, rank, prob, image, place] of DATA.points) {{
 if (pts.length) map.fitBounds(pts, {{maxZoom: 8, padding: [30, 30]}});
 const legend = L.control({{position: 'bottomleft'}});
 legend.onAdd = () => {{ const d = L.DomUtil.create('div', 'legend');
-  d.innerHTML = '<span style="color:#c0392b">&#9679;</span> rank 1 &nbsp; <span style="color:#2471a3">&#9679;</span> ranks 2..k';
+  d.innerHTML = '<span style="color:#c0392b">&#9679;</span> rank 1 &nbsp; ' +
+    '<span style="color:#2471a3">&#9679;</span> ranks 2..k';
   return d; }};
 legend.addTo(map);
 </script></body></html>

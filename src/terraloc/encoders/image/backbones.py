@@ -48,7 +48,9 @@ KNOWN_MODELS: dict[str, KnownModel] = {
         KnownModel(
             "clip-vit-large-patch14", "openai/clip-vit-large-patch14", "clip", "OpenAI CLIP ViT-L/14 (GeoCLIP default)"
         ),
-        KnownModel("clip-vit-large-patch14-336", "openai/clip-vit-large-patch14-336", "clip", "CLIP ViT-L/14 at 336 px"),
+        KnownModel(
+            "clip-vit-large-patch14-336", "openai/clip-vit-large-patch14-336", "clip", "CLIP ViT-L/14 at 336 px"
+        ),
         KnownModel("streetclip", "geolocal/StreetCLIP", "clip", "StreetCLIP (CLIP ViT-L/14-336 tuned for geolocation)"),
         KnownModel("efficientnet-lite0", None, "efficientnet", "EfficientNet-Lite0 ImageNet (bundled pip package)"),
     ]
@@ -108,9 +110,7 @@ def weights_digest(folder: Path, length: int = 16) -> str:
     """
     import hashlib
 
-    files = sorted(
-        p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".pth", ".pt") and p.is_file()
-    )
+    files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".pth", ".pt") and p.is_file())
     if not files:
         return ""
     key = ";".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
@@ -222,13 +222,15 @@ def _load_clip_folder(folder: Path, model_id: str) -> CLIPBackbone:
         if mtype == "clip":
             full = CLIPModel.from_pretrained(str(folder), local_files_only=True)
             vision, proj = full.vision_model, full.visual_projection
-            dim = int(full.config.projection_dim)
-            image_size = int(full.config.vision_config.image_size)
+            fcfg: Any = full.config
+            dim = int(fcfg.projection_dim)
+            image_size = int(fcfg.vision_config.image_size)
         elif mtype == "clip_vision_model":
             vm = CLIPVisionModelWithProjection.from_pretrained(str(folder), local_files_only=True)
             vision, proj = vm.vision_model, vm.visual_projection
-            dim = int(vm.config.projection_dim)
-            image_size = int(vm.config.image_size)
+            vcfg: Any = vm.config
+            dim = int(vcfg.projection_dim)
+            image_size = int(vcfg.image_size)
         else:
             raise InputError(f"model_type '{mtype}' is not a CLIP checkpoint", path=cfg_path)
     except OSError as exc:
@@ -311,7 +313,8 @@ class EfficientNetLite0Backbone(ImageBackbone):
 
     def _fmap(self, pixels: Tensor) -> Tensor:
         # channels-last is ~1.7x faster for these depthwise convolutions on CPU
-        return self.net.extract_features(pixels.contiguous(memory_format=torch.channels_last))  # type: ignore[no-any-return]
+        net: Any = self.net
+        return net.extract_features(pixels.contiguous(memory_format=torch.channels_last))  # type: ignore[no-any-return]
 
     def features(self, pixels: Tensor) -> Tensor:
         return self._fmap(pixels).mean(dim=(2, 3))

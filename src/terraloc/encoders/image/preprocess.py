@@ -101,7 +101,7 @@ class Preprocess:
         The image is first resized so its shortest edge is ``round(crop * 256 / 224)`` (the
         usual ten-crop scale), so the corner crops see different content from the centre.
         """
-        big = int(round(self.crop * 256 / 224))
+        big = round(self.crop * 256 / 224)
         arr = np.asarray(self.resize(img.convert("RGB"), big), dtype=np.uint8)
         h, w = arr.shape[:2]
         c = self.crop
