@@ -39,11 +39,12 @@ class ColourPredictor:
     holds each call until it is set, so tests can fill the service's queue deterministically.
     """
 
-    def __init__(self, delay_s: float = 0.0, gate: threading.Event | None = None) -> None:
+    def __init__(self, delay_s: float = 0.0, gate: threading.Event | None = None, rag: bool = False) -> None:
         rng = np.random.default_rng(0)
         self.colours = rng.uniform(0, 255, size=(len(_PLACES), 3))
         self.delay_s = delay_s
         self.gate = gate
+        self.rag = rag  # add retrieval-augmented fields (reason, reference photos) like the RAG stage
         self.calls = 0
 
     def predict(self, images: list[Image.Image], top_k: int) -> list[dict[str, Any]]:
@@ -85,6 +86,12 @@ class ColourPredictor:
                     "model": {"id": "colour-fixture"},
                 }
             )
+            if self.rag:
+                out[-1]["reason"] = f"The palette matches {top['city']} best (fixture reasoning)."
+                out[-1]["references"] = [
+                    {"id": f"ref-{j}", "lat": top["lat"] + 0.1 * j, "lon": top["lon"], "similarity": 0.9 - 0.1 * j}
+                    for j in range(3)
+                ]
         return out
 
     def describe(self) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from serve_support import running_server
+from serve_support import ColourPredictor, running_server
 from terraloc.serve import ServeSettings, create_app
 from terraloc.serve.geolocator import geolocator_loader
 from terraloc.serve.loadtest import run_load, server_process, server_rss_mb
@@ -235,3 +235,18 @@ def test_browser_reports_bad_file(served: Any, browser: Any, tmp_path: Path) -> 
     msg = page.locator("#message").inner_text()
     assert "PDF" in msg and "415" in msg
     page.close()
+
+
+def test_browser_shows_reasoning_and_references(browser: Any, photos: list[Path]) -> None:
+    """When a prediction carries retrieval-augmented fields, the page shows them."""
+    with running_server(create_app(ServeSettings(), ColourPredictor(rag=True))) as url:
+        page = browser.new_page()
+        page.goto(url + "/")
+        page.set_input_files("#file", str(photos[0]))
+        page.wait_for_selector("#reasoning-box:not([hidden])", timeout=30_000)
+        assert "fixture reasoning" in page.locator("#reasoning").inner_text()
+        refs = page.locator("#references li")
+        assert (
+            refs.count() == 3 and "ref-0" in refs.nth(0).inner_text() and "similarity 0.900" in refs.nth(0).inner_text()
+        )
+        page.close()
