@@ -309,6 +309,8 @@ def test_api_key_and_cors_on() -> None:
         # Health, readiness and the page stay open (the page asks for the key).
         assert c.get("/healthz").status_code == 200 and c.get("/readyz").status_code == 200
         assert c.get("/ui/config.json").json()["api_key_required"] is True
+        schemes = c.get("/openapi.json").json()["components"]["securitySchemes"]
+        assert {s["type"] for s in schemes.values()} == {"http", "apiKey"}
         r = c.options(
             "/v1/predict", headers={"Origin": "https://desk.example", "Access-Control-Request-Method": "POST"}
         )

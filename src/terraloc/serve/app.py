@@ -20,11 +20,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request, Security
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from starlette.requests import ClientDisconnect
@@ -255,7 +256,7 @@ def create_app(settings: ServeSettings, loader: Callable[[], Predictor] | Predic
     # --- auth -------------------------------------------------------------------------------
     expected = settings.api_key.encode("utf-8") if settings.api_key else None
 
-    def require_key(request: Request) -> None:
+    def check_key(request: Request) -> None:
         if expected is None:
             return
         auth = request.headers.get("authorization", "")
@@ -264,6 +265,20 @@ def create_app(settings: ServeSettings, loader: Callable[[], Predictor] | Predic
         # also handles without leaking where they differ.
         if not given or not hmac.compare_digest(given.encode("utf-8"), expected):
             raise Unauthorized("missing or wrong API key (send 'Authorization: Bearer KEY' or 'X-API-Key: KEY')")
+
+    if expected is None:
+        require_key: Callable[..., None] = check_key
+    else:
+        # Declared as security schemes so /docs offers "Authorize"; the check itself is check_key.
+        bearer = HTTPBearer(auto_error=False, description="the server's API key")
+        header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the server's API key")
+
+        def require_key(
+            request: Request,
+            _b: HTTPAuthorizationCredentials | None = Security(bearer),
+            _h: str | None = Security(header),
+        ) -> None:
+            check_key(request)
 
     # --- prediction -------------------------------------------------------------------------
     def parse_top_k(query_value: int | None, fields: dict[str, str]) -> int:
