@@ -204,6 +204,10 @@ def test_browser_upload_shows_markers_and_list(served: Any, browser: Any, photos
 def test_browser_keyboard_only(served: Any, browser: Any, photos: list[Path]) -> None:
     url, _ = served
     page = browser.new_page(viewport={"width": 1280, "height": 820})
+    # Listen before anything happens: Playwright turns file-chooser interception on when the first
+    # listener is added, and a key pressed before that would open the (invisible) native dialog.
+    choosers: list[Any] = []
+    page.on("filechooser", lambda chooser: choosers.append(chooser))
     page.goto(url + "/")
     page.wait_for_selector("#model-status.ok", timeout=60_000)
     for _ in range(10):  # Tab to the drop zone
@@ -211,9 +215,13 @@ def test_browser_keyboard_only(served: Any, browser: Any, photos: list[Path]) ->
         if page.evaluate("document.activeElement.id") == "drop":
             break
     assert page.evaluate("document.activeElement.id") == "drop"
-    with page.expect_file_chooser() as fc:
-        page.keyboard.press("Enter")
-    fc.value.set_files(str(photos[2]))
+    page.keyboard.press("Enter")  # the drop zone is a button: Enter opens the file picker
+    for _ in range(200):
+        if choosers:
+            break
+        page.wait_for_timeout(50)
+    assert choosers, "Enter on the drop zone did not open the file picker"
+    choosers[0].set_files(str(photos[2]))
     page.wait_for_selector("#candidates li", timeout=60_000)
     page.locator("#candidates li button").nth(1).focus()
     page.keyboard.press("Enter")
