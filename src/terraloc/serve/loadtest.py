@@ -1,0 +1,335 @@
+"""Load test of ``terraloc serve`` (``terraloc bench serve``).
+
+A bounded asyncio client (httpx) runs in *this* process against a server started as a separate
+process on a free loopback port: ``clients`` workers each send one request at a time for
+``duration_s`` seconds, so at most ``clients`` requests are in flight. Reported: requests/s,
+latency percentiles, status counts (5xx other than deliberate 503s is a failure), the server's
+RSS before and after the load, and the per-request overhead of the service compared with calling
+the predictor directly in-process on the same photos.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from terraloc.errors import InputError
+
+Payload = tuple[str, bytes]
+
+
+def _percentiles(ms: list[float]) -> dict[str, float | None]:
+    if not ms:
+        return {"p50_ms": None, "p95_ms": None, "p99_ms": None, "mean_ms": None}
+    a = np.asarray(ms, dtype=np.float64)
+    return {
+        "p50_ms": round(float(np.percentile(a, 50)), 2),
+        "p95_ms": round(float(np.percentile(a, 95)), 2),
+        "p99_ms": round(float(np.percentile(a, 99)), 2),
+        "mean_ms": round(float(a.mean()), 2),
+    }
+
+
+async def _load(
+    url: str, payloads: list[Payload], clients: int, duration_s: float, top_k: int, api_key: str | None
+) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    statuses: Counter[str] = Counter()
+    latencies: list[float] = []
+    retry_afters: list[int] = []
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    t_start = time.perf_counter()
+    deadline = t_start + duration_s
+    async with httpx.AsyncClient(timeout=httpx.Timeout(120.0), limits=limits, headers=headers) as client:
+
+        async def worker(w: int) -> None:
+            i = w
+            while time.perf_counter() < deadline:
+                name, data = payloads[i % len(payloads)]
+                i += clients
+                t0 = time.perf_counter()
+                try:
+                    r = await client.post(
+                        f"{url}/v1/predict", params={"top_k": top_k}, files={"file": (name, data, "image/jpeg")}
+                    )
+                except httpx.HTTPError as exc:
+                    statuses[f"error:{type(exc).__name__}"] += 1
+                    continue
+                dt = (time.perf_counter() - t0) * 1000.0
+                statuses[str(r.status_code)] += 1
+                if r.status_code == 200:
+                    latencies.append(dt)
+                elif r.status_code == 503:
+                    retry_afters.append(int(r.headers.get("retry-after", "1")))
+                    await asyncio.sleep(min(5.0, float(retry_afters[-1])))
+
+        await asyncio.gather(*(worker(w) for w in range(clients)))
+    elapsed = time.perf_counter() - t_start
+    ok = statuses.get("200", 0)
+    other_5xx = sum(n for s, n in statuses.items() if s.isdigit() and s.startswith("5") and s != "503")
+    return {
+        "clients": clients,
+        "duration_s": round(elapsed, 2),
+        "requests": sum(statuses.values()),
+        "ok": ok,
+        "status_counts": dict(sorted(statuses.items())),
+        "deliberate_503": statuses.get("503", 0),
+        "other_5xx": other_5xx,
+        "transport_errors": sum(n for s, n in statuses.items() if s.startswith("error:")),
+        "req_per_s": round(ok / elapsed, 2) if elapsed > 0 else None,
+        **_percentiles(latencies),
+    }
+
+
+def run_load(
+    url: str,
+    payloads: list[Payload],
+    clients: int = 8,
+    duration_s: float = 60.0,
+    top_k: int = 5,
+    api_key: str | None = None,
+) -> dict[str, Any]:
+    """Run ``clients`` concurrent uploaders against ``url`` for ``duration_s`` seconds.
+
+    Returns:
+        ``requests``, ``ok``, ``status_counts``, ``deliberate_503``, ``other_5xx``, ``req_per_s``
+        (successful requests per second), ``p50_ms``/``p95_ms``/``p99_ms``/``mean_ms`` (latency of
+        successful requests, milliseconds).
+    """
+    if not payloads:
+        raise InputError("no photos to send", field="images")
+    return asyncio.run(_load(url.rstrip("/"), payloads, clients, duration_s, top_k, api_key))
+
+
+def sequential_latencies(url: str, payloads: list[Payload], n: int, top_k: int = 5) -> list[float]:
+    """Milliseconds of ``n`` one-at-a-time ``POST /v1/predict`` requests (all must succeed)."""
+    out = []
+    with httpx.Client(timeout=120.0) as client:
+        for i in range(n):
+            name, data = payloads[i % len(payloads)]
+            t0 = time.perf_counter()
+            r = client.post(f"{url}/v1/predict", params={"top_k": top_k}, files={"file": (name, data, "image/jpeg")})
+            out.append((time.perf_counter() - t0) * 1000.0)
+            if r.status_code != 200:
+                raise RuntimeError(f"{name}: HTTP {r.status_code}: {r.text[:200]}")
+    return out
+
+
+def direct_latencies(predictor: Any, payloads: list[Payload], n: int, top_k: int = 5) -> list[float]:
+    """Milliseconds of ``n`` in-process decode + ``predictor.predict`` calls (what the service wraps)."""
+    from terraloc.serve.images import decode_upload
+
+    out = []
+    for i in range(n):
+        name, data = payloads[i % len(payloads)]
+        t0 = time.perf_counter()
+        predictor.predict([decode_upload(data, name)], top_k)
+        out.append((time.perf_counter() - t0) * 1000.0)
+    return out
+
+
+def server_rss_mb(pid: int) -> float:
+    """Resident memory of process ``pid`` in MiB."""
+    import psutil
+
+    return round(psutil.Process(pid).memory_info().rss / (1024 * 1024), 1)
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes] | None = None, timeout_s: float = 300.0) -> None:
+    """Poll ``/readyz`` until 200; raise if the server exits, reports a failed load, or times out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with status {proc.returncode} before it was ready")
+        with contextlib.suppress(httpx.HTTPError):
+            r = httpx.get(f"{url}/readyz", timeout=2.0)
+            if r.status_code == 200:
+                return
+            if r.json().get("status") == "failed":
+                raise RuntimeError(f"server failed to load its model: {r.json().get('error')}")
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} not ready after {timeout_s:.0f} s")
+
+
+@contextlib.contextmanager
+def server_process(args: list[str], env: dict[str, str] | None = None, log_path: Path | None = None) -> Iterator[Any]:
+    """Start ``python -m terraloc serve ARGS --port P`` on a free loopback port; yield ``(url, proc)``.
+
+    The server's JSON log goes to ``log_path`` (default: a temporary file). SIGINT stops it.
+    """
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = open(log_path, "wb") if log_path else tempfile.TemporaryFile()  # noqa: SIM115
+    cmd = [sys.executable, "-m", "terraloc", "serve", "--host", "127.0.0.1", "--port", str(port), *args]
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+    try:
+        wait_ready(url, proc)
+        yield url, proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        log.close()
+
+
+def default_photos(limit: int = 16) -> list[Payload]:
+    """Up to ``limit`` shared street-level photos (``data/photos/osv5m``) as ``(name, bytes)``."""
+    from terraloc.config import shared_path
+
+    folder = shared_path("data", "photos", "osv5m")
+    return photos_from(folder, limit)
+
+
+def photos_from(folder: Path, limit: int = 16) -> list[Payload]:
+    """Up to ``limit`` JPEG/PNG files from ``folder`` (sorted) as ``(name, bytes)``."""
+    files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"})[:limit]
+    if not files:
+        raise InputError("no .jpg/.jpeg/.png photos found", path=folder)
+    return [(p.name, p.read_bytes()) for p in files]
+
+
+def run_bench(
+    backbone: str | None = None,
+    predictor: str | None = None,
+    clients: int = 8,
+    duration_s: float = 60.0,
+    sequential: int = 40,
+    images_dir: Path | None = None,
+    top_k: int = 5,
+    queue_size: int = 8,
+) -> dict[str, Any]:
+    """Start a server process, measure direct vs served latency, then load it; return the figures.
+
+    Without ``backbone`` or ``predictor`` the Geolocator uses a tiny random CLIP written to a
+    temporary folder (``make_tiny_clip``): the service's own costs dominate, as intended.
+    """
+    payloads = photos_from(images_dir) if images_dir else default_photos()
+    with contextlib.ExitStack() as stack:
+        if predictor is None and backbone is None:
+            from terraloc.encoders.image import make_tiny_clip
+
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="terraloc-bench-"))
+            backbone = str(make_tiny_clip(Path(tmp) / "tiny_clip"))
+            label = "Geolocator(geoclip head, tiny random CLIP from make_tiny_clip)"
+        else:
+            label = predictor or f"Geolocator(geoclip head, backbone={backbone})"
+        return _bench(backbone, predictor, label, clients, duration_s, sequential, payloads, top_k, queue_size)
+
+
+def _bench(
+    backbone: str | None,
+    predictor: str | None,
+    model: str,
+    clients: int,
+    duration_s: float,
+    sequential: int,
+    payloads: list[Payload],
+    top_k: int,
+    queue_size: int,
+) -> dict[str, Any]:
+    from terraloc.serve.geolocator import geolocator_loader
+    from terraloc.serve.predictor import import_factory
+
+    if predictor:
+        server_args = ["--predictor", predictor]
+        load = import_factory(predictor)
+    else:
+        bb = str(backbone)
+        server_args = ["--backbone", bb]
+        load = geolocator_loader(backbone=bb)
+    server_args += ["--queue-size", str(queue_size), "--top-k", str(top_k), "--log-level", "warning"]
+
+    with server_process(server_args) as (url, proc):
+        # Overhead: the same photo through the in-process predictor and through the server, in
+        # alternating order, so that slow drifts in machine load hit both sides of each pair.
+        direct = load()
+        direct_latencies(direct, payloads, 3, top_k)  # warm-up
+        sequential_latencies(url, payloads, 3, top_k)
+        direct_ms: list[float] = []
+        served_ms: list[float] = []
+        for i in range(sequential):
+            one = [payloads[i % len(payloads)]]
+            if i % 2:
+                served_ms += sequential_latencies(url, one, 1, top_k)
+                direct_ms += direct_latencies(direct, one, 1, top_k)
+            else:
+                direct_ms += direct_latencies(direct, one, 1, top_k)
+                served_ms += sequential_latencies(url, one, 1, top_k)
+        del direct
+        rss_before = server_rss_mb(proc.pid)
+        load_stats = run_load(url, payloads, clients, duration_s, top_k)
+        rss_after = server_rss_mb(proc.pid)
+    diffs = np.asarray(served_ms) - np.asarray(direct_ms)
+    return {
+        "model": model,
+        "photos": len(payloads),
+        "cpu_count": os.cpu_count(),
+        "load_average_1m": round(os.getloadavg()[0], 2),
+        "pairs": sequential,
+        "direct_p50_ms": round(float(np.median(direct_ms)), 2),
+        "served_sequential_p50_ms": round(float(np.median(served_ms)), 2),
+        "overhead_per_request_ms": round(float(np.median(diffs)), 2),
+        "overhead_iqr_ms": [round(float(np.percentile(diffs, 25)), 2), round(float(np.percentile(diffs, 75)), 2)],
+        "load": load_stats,
+        "rss_before_mb": rss_before,
+        "rss_after_mb": rss_after,
+        "rss_growth_pct": round(100.0 * (rss_after - rss_before) / rss_before, 1),
+    }
+
+
+def bench_table(result: dict[str, Any]) -> Any:
+    """A Rich table of :func:`run_bench` figures."""
+    from rich.table import Table
+
+    ld = result["load"]
+    t = Table(title=f"terraloc bench serve — {result['model']}", show_header=True)
+    t.add_column("measure")
+    t.add_column("value", justify="right")
+    rows = [
+        ("clients x duration", f"{ld['clients']} x {ld['duration_s']} s"),
+        (
+            "requests (200 / 503 / other 5xx / transport errors)",
+            f"{ld['ok']} / {ld['deliberate_503']} / {ld['other_5xx']} / {ld['transport_errors']}",
+        ),
+        ("throughput", f"{ld['req_per_s']} req/s"),
+        ("latency p50 / p95 / p99 under load", f"{ld['p50_ms']} / {ld['p95_ms']} / {ld['p99_ms']} ms"),
+        ("direct decode+predict p50 (in-process)", f"{result['direct_p50_ms']} ms"),
+        ("served p50, one client at a time", f"{result['served_sequential_p50_ms']} ms"),
+        (
+            "service overhead per request (median of paired differences, IQR)",
+            "{} ms ({} .. {})".format(result["overhead_per_request_ms"], *result["overhead_iqr_ms"]),
+        ),
+        ("machine load average (1 min) at the end", str(result["load_average_1m"])),
+        (
+            "server RSS before -> after load",
+            f"{result['rss_before_mb']} -> {result['rss_after_mb']} MiB ({result['rss_growth_pct']:+.1f}%)",
+        ),
+    ]
+    for k, v in rows:
+        t.add_row(k, v)
+    return t
