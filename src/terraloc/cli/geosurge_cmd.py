@@ -1,0 +1,257 @@
+"""``terraloc geocells``, ``terraloc train``, ``terraloc embed`` and ``terraloc bench geosurge``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from terraloc.cli.app import app, bench_app, err_console, out_console
+from terraloc.errors import InputError
+
+
+def _read_coords(path: Path, lat_col: str, lon_col: str):  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    from terraloc.evaluate.table import parse_float_column, read_csv, require_columns
+    from terraloc.geo.coords import validate_latlon
+
+    df = read_csv(path, skip_comments=True)
+    require_columns(df, [lat_col, lon_col], path)
+    lat = parse_float_column(df, lat_col, path).values
+    lon = parse_float_column(df, lon_col, path).values
+    return validate_latlon(np.stack([lat, lon], 1), source=str(path), rows=df["_line"].to_numpy())
+
+
+def _parse_taus(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(int(t) for t in text.split(","))
+    except ValueError:
+        raise InputError(f"expected comma-separated integers, got '{text}'", field="--tau-max") from None
+
+
+@app.command("geocells")
+def geocells_command(
+    coords: Annotated[Path | None, typer.Option("--coords", help="CSV of training coordinates (default: GeoCLIP's 100K MP-16 gallery).")] = None,
+    lat_col: Annotated[str, typer.Option(help="Latitude column.")] = "LAT",
+    lon_col: Annotated[str, typer.Option(help="Longitude column.")] = "LON",
+    tau_max: Annotated[str | None, typer.Option("--tau-max", help="Comma-separated tau_max per level (coarse→fine).")] = None,
+    tau_min: Annotated[int | None, typer.Option("--tau-min", help="Drop cells with fewer coordinates.")] = None,
+    scale: Annotated[bool, typer.Option("--scale/--no-scale", help="Scale the MP-16 taus to the sample size.")] = True,
+    out: Annotated[Path | None, typer.Option("--out", help="Write the partition (.npz) here.")] = None,
+    compare_mp16: Annotated[bool, typer.Option("--compare-mp16", help="Compare with shared/data/geocells/cells_50_*.csv.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Build adaptive nested S2 geocell partitions from training coordinates."""
+    from terraloc.geo.s2partition import GEOSURGE_TAU_MAX, GEOSURGE_TAU_MIN, S2Partition, scale_taus
+
+    if coords is None:
+        from terraloc.train.synthetic import load_mp16_coords
+
+        ll = load_mp16_coords()
+        src = "geoclip gps_gallery (100K MP-16)"
+    else:
+        ll = _read_coords(coords, lat_col, lon_col)
+        src = str(coords)
+    tmax = _parse_taus(tau_max) or GEOSURGE_TAU_MAX
+    tmin = GEOSURGE_TAU_MIN if tau_min is None else tau_min
+    if scale:
+        tmax, tmin = scale_taus(len(ll), tmax, tmin)
+    part = S2Partition.build(ll, tmax, tmin, source=src)
+    summary = part.summary()
+    result: dict = {"source": src, "n": len(ll), "tau_max": list(tmax), "tau_min": tmin, "levels": summary}
+    if compare_mp16:
+        result["mp16_comparison"] = compare_with_mp16(ll)
+    if out is not None:
+        part.save(out)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    t = Table(title=f"S2 partitions of {len(ll):,} coordinates ({src}), tau_min={tmin}")
+    for c in ("level", "tau_max", "cells", "min", "median", "max", "S2 levels"):
+        t.add_column(c, justify="right")
+    for s in summary:
+        t.add_row(*(str(s[k]) for k in ("level", "tau_max", "cells", "min", "median", "max")), "{}–{}".format(*s["s2_levels"]))
+    out_console().print(t)
+    if compare_mp16:
+        t2 = Table(title="vs MP-16 partitions (GeoEstimation, 4,723,695 images), taus scaled to this sample")
+        for c in ("tau_max (MP-16)", "MP-16 cells", "scaled tau_max", "cells here", "MP-16 median", "median here×scale", "shared cell tokens"):
+            t2.add_column(c, justify="right")
+        for r in result["mp16_comparison"]:
+            t2.add_row(str(r["tau_max_mp16"]), str(r["mp16_cells"]), str(r["tau_max_scaled"]), str(r["cells"]),
+                       f"{r['mp16_median']:.0f}", f"{r['median_scaled_up']:.0f}", f"{r['shared_tokens']}")
+        out_console().print(t2)
+    if out is not None:
+        out_console().print(f"partition written to {out}")
+
+
+def compare_with_mp16(ll):  # type: ignore[no-untyped-def]
+    """Per published MP-16 partition: cell counts/sizes vs ours on ``ll`` with scaled taus."""
+    import numpy as np
+    import pandas as pd
+
+    from terraloc.config import shared_path
+    from terraloc.geo.s2partition import MP16_SIZE, S2Partition, scale_taus
+
+    rows = []
+    for t in (5000, 2000, 1000):
+        df = pd.read_csv(shared_path("data", "geocells", f"cells_50_{t}.csv"), skiprows=2)
+        (ts,), tmin = scale_taus(len(ll), (t,), 50)
+        p = S2Partition.build(ll, (ts,), tmin)
+        ours = set(p.tokens(0))
+        factor = MP16_SIZE / len(ll)
+        rows.append(
+            {
+                "tau_max_mp16": t,
+                "mp16_cells": len(df),
+                "tau_max_scaled": ts,
+                "tau_min_scaled": tmin,
+                "cells": p.sizes[0],
+                "mp16_median": float(df["imgs_per_cell"].median()),
+                "median_scaled_up": float(np.median(p.counts[0]) * factor),
+                "shared_tokens": len(ours & set(df["hex_id"].astype(str))),
+            }
+        )
+    return rows
+
+
+@app.command("train")
+def train_command(
+    objective: Annotated[str, typer.Argument(help="geosurge or geoclip")],
+    train: Annotated[Path, typer.Option("--train", help="Training shard folder.")],
+    out: Annotated[Path, typer.Option("--out", help="Run folder (checkpoints, metrics.csv, tensorboard/).")],
+    val: Annotated[Path | None, typer.Option("--val", help="Validation shard folder (early stopping).")] = None,
+    partition: Annotated[Path | None, typer.Option("--partition", help="Partition .npz (geosurge; default: built from the training coordinates).")] = None,
+    tau_max: Annotated[str | None, typer.Option("--tau-max", help="Comma-separated tau_max (when building the partition).")] = None,
+    tau_min: Annotated[int | None, typer.Option("--tau-min")] = None,
+    levels: Annotated[int, typer.Option("--levels", help="Use the finest N levels of the partition (0 = all).")] = 0,
+    loss: Annotated[str, typer.Option("--loss", help="InfoNCE variant: full or inbatch.")] = "inbatch",
+    proj_hidden: Annotated[int, typer.Option(help="Hidden width of the visual projection (0 = linear).")] = 0,
+    epochs: Annotated[int, typer.Option()] = 10,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Global batch size.")] = 1024,
+    lr: Annotated[float, typer.Option()] = 1e-4,
+    weight_decay: Annotated[float, typer.Option("--weight-decay")] = 1e-4,
+    gamma: Annotated[float, typer.Option(help="LR decay factor per epoch.")] = 0.5,
+    patience: Annotated[int, typer.Option(help="Early-stopping patience (epochs).")] = 4,
+    seed: Annotated[int, typer.Option()] = 0,
+    checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", help="Steps between checkpoints (0 = epoch ends).")] = 0,
+    max_steps: Annotated[int, typer.Option("--max-steps")] = 0,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,
+    queue_size: Annotated[int, typer.Option("--queue-size", help="GeoCLIP GPS queue length.")] = 4096,
+    pretrained: Annotated[bool, typer.Option("--pretrained", help="GeoCLIP: start from the published weights.")] = False,
+    freeze_location: Annotated[bool, typer.Option("--freeze-location", help="GeoCLIP: keep the location encoder fixed.")] = False,
+    threads: Annotated[int, typer.Option(help="Torch threads (0 = default).")] = 0,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+    tensorboard: Annotated[bool, typer.Option("--tensorboard/--no-tensorboard")] = True,
+    kill_at_step: Annotated[int, typer.Option("--kill-at-step", hidden=True)] = 0,
+) -> None:
+    """Train a GeoSURGE or GeoCLIP head on embedding shards (torchrun-aware)."""
+    import torch
+
+    from terraloc.train import distributed
+    from terraloc.train.shards import ShardSet
+    from terraloc.train.trainer import TrainConfig, fit
+
+    info = distributed.init()
+    try:
+        tr = ShardSet(train)
+        va = ShardSet(val) if val is not None else None
+        torch.manual_seed(seed)
+        if objective == "geosurge":
+            from terraloc.geo.s2partition import GEOSURGE_TAU_MAX, GEOSURGE_TAU_MIN, S2Partition, scale_taus
+            from terraloc.train.objectives import build_geosurge_objective
+
+            if partition is not None:
+                part = S2Partition.load(partition)
+            else:
+                coords = tr.coords()
+                tmax = _parse_taus(tau_max)
+                if tmax is None:
+                    tmax, tmin = scale_taus(len(coords), GEOSURGE_TAU_MAX, GEOSURGE_TAU_MIN if tau_min is None else tau_min)
+                else:
+                    tmin = GEOSURGE_TAU_MIN if tau_min is None else tau_min
+                part = S2Partition.build(coords, tmax, tmin, source=str(train))
+            if levels:
+                if not 1 <= levels <= part.n_levels:
+                    raise InputError(f"must be in 1..{part.n_levels}", field="--levels")
+                part = part.select_levels(range(part.n_levels - levels, part.n_levels))
+            torch.manual_seed(seed)
+            obj = build_geosurge_objective(part, tr.dim, mode=loss, proj_hidden=proj_hidden)
+        elif objective == "geoclip":
+            from terraloc.train.objectives import GeoClipModel, GeoClipObjective
+
+            obj = GeoClipObjective(GeoClipModel(tr.dim, pretrained=pretrained), queue_size, freeze_location)  # type: ignore[assignment]
+            if va is not None:
+                obj.set_gallery(tr.coords())  # type: ignore[attr-defined]
+        else:
+            raise InputError(f"unknown objective '{objective}' (geosurge or geoclip)", field="OBJECTIVE")
+        cfg = TrainConfig(
+            out_dir=out, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, gamma=gamma,
+            patience=patience, seed=seed, checkpoint_every=checkpoint_every, max_steps=max_steps, resume=resume,
+            progress=progress, tensorboard=tensorboard, threads=threads, kill_at_step=kill_at_step,
+        )
+        res = fit(obj, tr, va, cfg, info)
+        if info.is_main:
+            err_console.print(
+                f"{res.epochs_run} epoch(s), {res.steps} steps, best val loss {res.best_val_loss:.4f} "
+                f"(epoch {res.best_epoch}), {res.samples_per_s:.0f} samples/s"
+                + (", stopped early" if res.stopped_early else ""),
+                markup=False,
+            )
+    finally:
+        distributed.shutdown(info)
+
+
+@app.command("embed")
+def embed_command(
+    photos: Annotated[Path, typer.Option("--photos", help="CSV with columns path,lat,lon (paths relative to the CSV).")],
+    out: Annotated[Path, typer.Option("--out", help="Shard folder to write.")],
+    backbone: Annotated[str, typer.Option("--backbone", help="Image backbone spec (see terraloc.encoders.image).")] = "tiny",
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
+    shard_rows: Annotated[int, typer.Option("--shard-rows")] = 16384,
+    id_col: Annotated[str, typer.Option(help="Id column (default: the path).")] = "path",
+) -> None:
+    """Embed geotagged photos with a backbone and write training shards (bad images are skipped)."""
+    from terraloc.train.embed import embed_photos
+
+    n, errors = embed_photos(photos, out, backbone, batch_size=batch_size, shard_rows=shard_rows, id_col=id_col)
+    for e in errors:
+        err_console.print(f"skipped: {e}", markup=False)
+    err_console.print(f"{n} photo(s) embedded into {out} ({len(errors)} skipped)", markup=False)
+
+
+@bench_app.command("geosurge")
+def bench_geosurge(
+    quick: Annotated[bool, typer.Option("--quick", help="Fewer epochs (under five minutes).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Hierarchy-depth ablation (1/3/5/7 levels) and GeoSURGE vs GeoCLIP-style head on the SYNTHETIC world."""
+    from terraloc.train.ablation import run_bench
+
+    res = run_bench(quick=quick, progress=not as_json, log=None if as_json else (lambda m: err_console.print(m, markup=False)))
+    if as_json:
+        typer.echo(json.dumps(res))
+        return
+    th = ["1", "25", "200", "750", "2500"]
+    t = Table(title="SYNTHETIC world (real MP-16 coordinates, synthetic embeddings): % within km, test split")
+    t.add_column("head")
+    for x in th:
+        t.add_column(f"{x} km", justify="right")
+    t.add_column("median km", justify="right")
+    rows = [(f"GeoSURGE {k} level(s)", v) for k, v in res["levels"].items()]
+    rows += [(f"GeoSURGE {k} level(s), cell centre", v) for k, v in res["levels_cell_centre"].items()]
+    rows += [("GeoCLIP-style head", res["geoclip_head"]), ("untrained, 1 level", res["untrained_1_level"])]
+    for name, r in rows:
+        t.add_row(name, *[f"{r['accuracy'][x]:.1f}" for x in th], f"{r['median_km']:.0f}")
+    out_console().print(t)
+    out_console().print(
+        f"GeoSURGE training {res['train_samples_per_s']:.0f} samples/s (in-batch InfoNCE, batch 1024; "
+        f"full softmax {res['train_samples_per_s_full_softmax']:.0f}); GeoCLIP head {res['geoclip_train_samples_per_s']:.0f} "
+        f"(frozen location encoder), full GeoCLIP objective {res['geoclip_full_objective_train_samples_per_s']:.0f}; "
+        f"inference {res['inference_ms_per_image']:.3f} ms/image ({res['inference_ms_per_image_refined']:.3f} refined)"
+    )

@@ -1,0 +1,360 @@
+"""GeoSURGE: learned geocell embeddings over nested S2 partitions.
+
+A visual feature ``x`` (``(N, D_in)``, e.g. a CLIP image embedding) is projected to 768-d and
+L2-normalised; each level ``l`` of an :class:`~terraloc.geo.s2partition.S2Partition` has a table
+of ``C_l`` learned 768-d cell embeddings (normalised when used) and a temperature ``T_l``
+(initialised to 0.07). The level-``l`` logits are ``cos(f, e_c) / T_l``.
+
+Training: InfoNCE per level, summed over levels, either over **all** cells of the level
+(``"full"``) or over the cells present in the batch (``"inbatch"``; duplicate cells collapse to
+one candidate, so two images of one cell are never each other's negatives).
+
+Inference: each finest cell (leaf) scores ``sum_l log p_l(ancestor_l(leaf))``; the top leaves'
+spherical-mean centres are returned, optionally refined inside the winning cell.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from numpy.typing import NDArray
+from torch import Tensor, nn
+
+from terraloc.errors import InputError, MissingResourceError
+from terraloc.geo.s2partition import S2Partition
+
+CHECKPOINT_FORMAT = "terraloc-geosurge-v1"
+
+
+@dataclass(frozen=True)
+class GeoSurgeConfig:
+    """Model hyper-parameters (the partition's level sizes are part of the identity)."""
+
+    input_dim: int
+    level_sizes: tuple[int, ...]
+    embed_dim: int = 768
+    proj_hidden: int = 0  # 0: a single linear projection; >0: Linear-GELU-Linear
+    temperature_init: float = 0.07
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["level_sizes"] = list(self.level_sizes)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> GeoSurgeConfig:
+        d = dict(d)
+        d["level_sizes"] = tuple(d["level_sizes"])
+        return cls(**d)
+
+
+def info_nce(logits: Tensor, target: Tensor) -> Tensor:
+    """Mean InfoNCE (cross-entropy) of ``(B, C)`` logits against ``(B,)`` target columns."""
+    return F.cross_entropy(logits, target)
+
+
+class GeoSurge(nn.Module):
+    """Visual projection + per-level cell embedding tables and temperatures."""
+
+    def __init__(self, cfg: GeoSurgeConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        if cfg.proj_hidden > 0:
+            self.proj: nn.Module = nn.Sequential(
+                nn.Linear(cfg.input_dim, cfg.proj_hidden), nn.GELU(), nn.Linear(cfg.proj_hidden, cfg.embed_dim)
+            )
+        else:
+            self.proj = nn.Linear(cfg.input_dim, cfg.embed_dim)
+        self.cells = nn.ParameterList(
+            [nn.Parameter(torch.randn(c, cfg.embed_dim) / math.sqrt(cfg.embed_dim)) for c in cfg.level_sizes]
+        )
+        self.log_temperature = nn.Parameter(torch.full((len(cfg.level_sizes),), math.log(cfg.temperature_init)))
+
+    @property
+    def n_levels(self) -> int:
+        return len(self.cfg.level_sizes)
+
+    def features(self, x: Tensor) -> Tensor:
+        """``(B, D_in)`` → ``(B, 768)`` L2-normalised visual features."""
+        return F.normalize(self.proj(x), dim=-1)
+
+    def temperature(self, level: int) -> Tensor:
+        """Temperature of one level (clamped to at least 0.005)."""
+        return self.log_temperature[level].exp().clamp(min=0.005)
+
+    def level_logits(self, f: Tensor, level: int, cells: Tensor | None = None) -> Tensor:
+        """``(B, C)`` logits of normalised features against all (or the given) cells of a level."""
+        table = self.cells[level] if cells is None else self.cells[level][cells]
+        return f @ F.normalize(table, dim=-1).T / self.temperature(level)
+
+    def loss(
+        self,
+        x: Tensor,
+        labels: Tensor,
+        mode: str = "full",
+        candidate_labels: Tensor | None = None,
+    ) -> tuple[Tensor, list[float]]:
+        """Sum over levels of the per-level InfoNCE.
+
+        Args:
+            x: ``(B, D_in)`` visual embeddings.
+            labels: ``(B, L)`` int64 cell index per level, ``-1`` where the sample has no cell
+                at that level (ignored there).
+            mode: ``"full"`` (softmax over all cells of a level) or ``"inbatch"`` (over the
+                distinct cells present in ``candidate_labels``).
+            candidate_labels: ``(B', L)`` labels whose cells are the in-batch candidates (in DDP the
+                labels of the whole global batch); default ``labels``.
+
+        Returns:
+            ``(total loss, per-level loss values)``.
+        """
+        if mode not in ("full", "inbatch"):
+            raise ValueError(f"unknown InfoNCE mode '{mode}'")
+        f = self.features(x)
+        total = f.new_zeros(())
+        per_level: list[float] = []
+        cand = labels if candidate_labels is None else candidate_labels
+        for lv in range(self.n_levels):
+            y = labels[:, lv]
+            keep = y >= 0
+            if not bool(keep.any()):
+                per_level.append(float("nan"))
+                continue
+            fl, yl = (f, y) if bool(keep.all()) else (f[keep], y[keep])
+            if mode == "full":
+                logits = self.level_logits(fl, lv)
+                target = yl
+            else:
+                c = cand[:, lv]
+                uniq = torch.unique(torch.cat([c[c >= 0], yl]))  # sorted distinct cells
+                logits = self.level_logits(fl, lv, uniq)
+                target = torch.searchsorted(uniq, yl)
+            li = info_nce(logits, target)
+            total = total + li
+            per_level.append(float(li.detach()))
+        return total, per_level
+
+    @torch.no_grad()
+    def leaf_log_scores(self, x: Tensor, ancestry: Tensor) -> Tensor:
+        """``(N, C_leaf)`` hierarchical scores: sum over levels of log p_l(ancestor of leaf).
+
+        ``ancestry`` is ``(C_leaf, L)`` (column ``l`` = the leaf's cell index at level ``l``).
+        """
+        f = self.features(x)
+        score = None
+        for lv in range(self.n_levels):
+            lp = torch.log_softmax(self.level_logits(f, lv), dim=-1)
+            g = lp.index_select(1, ancestry[:, lv])
+            score = g if score is None else score + g
+        assert score is not None
+        return score
+
+
+class Refiner:
+    """Refinement inside the winning cell from reference points.
+
+    With reference ``embeddings`` (``(M, D_in)``, same space as the queries) the reference in the
+    winning leaf most similar (cosine) to the query gives the location; without embeddings
+    (a plain GPS gallery) the gallery point nearest the cell's centre does. A leaf without
+    references keeps its centre.
+    """
+
+    def __init__(
+        self, partition: S2Partition, coords: NDArray[np.float64], embeddings: NDArray[np.float32] | None = None
+    ) -> None:
+        from terraloc.geo.distance import haversine_km
+
+        self.coords = np.asarray(coords, dtype=np.float64)
+        leaf = partition.assign(self.coords)[:, -1]
+        idx = np.flatnonzero(leaf >= 0)
+        order = np.argsort(leaf[idx], kind="stable")
+        self.sorted_idx = idx[order]
+        sorted_leaf = leaf[self.sorted_idx]
+        n_leaf = partition.sizes[-1]
+        self.start = np.searchsorted(sorted_leaf, np.arange(n_leaf))
+        self.end = np.searchsorted(sorted_leaf, np.arange(n_leaf), side="right")
+        self.emb: NDArray[np.float32] | None = None
+        if embeddings is not None:
+            e = np.asarray(embeddings, dtype=np.float32)
+            self.emb = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+        centers = partition.centers[-1]
+        self.nearest = np.full(n_leaf, -1, dtype=np.int64)
+        for c in np.flatnonzero(self.end > self.start):
+            members = self.sorted_idx[self.start[c] : self.end[c]]
+            d = haversine_km(np.repeat(centers[c][None], len(members), 0), self.coords[members])
+            self.nearest[c] = members[int(np.argmin(d))]
+
+    def refine(
+        self, queries: NDArray[np.float32], leaves: NDArray[np.int64], default: NDArray[np.float64]
+    ) -> NDArray[np.float64]:
+        """``(N,)`` winning leaves → ``(N, 2)`` refined coordinates (``default`` where no reference)."""
+        out = np.array(default, dtype=np.float64, copy=True)
+        q = np.asarray(queries, dtype=np.float32)
+        for i, c in enumerate(leaves):
+            s, e = self.start[c], self.end[c]
+            if e <= s:
+                continue
+            if self.emb is None:
+                out[i] = self.coords[self.nearest[c]]
+            else:
+                members = self.sorted_idx[s:e]
+                out[i] = self.coords[members[int(np.argmax(self.emb[members] @ q[i]))]]
+        return out
+
+
+class GeoSurgeHead:
+    """A trained GeoSURGE model + its partition, usable as a ``Geolocator`` head.
+
+    ``predict(embeddings (N, D_in), top_k) -> (latlon (N, k, 2) degrees, probs (N, k))``.
+    """
+
+    def __init__(self, model: GeoSurge, partition: S2Partition, refiner: Refiner | None = None) -> None:
+        if list(model.cfg.level_sizes) != partition.sizes:
+            raise InputError(
+                f"model has level sizes {list(model.cfg.level_sizes)} but the partition has {partition.sizes}"
+            )
+        self.model = model.eval()
+        self.partition = partition
+        self.ancestry = torch.as_tensor(partition.ancestry, dtype=torch.int64)
+        self.refiner = refiner
+        self.model_id = "geosurge"
+
+    @property
+    def input_dim(self) -> int:
+        return self.model.cfg.input_dim
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, refiner: Refiner | None = None) -> GeoSurgeHead:
+        """Load a checkpoint written by :func:`save_checkpoint` (or the trainer's ``best.pt``)."""
+        model, partition, _ = load_checkpoint(path)
+        return cls(model, partition, refiner)
+
+    def predict(
+        self,
+        embeddings: Tensor | NDArray[np.float32],
+        top_k: int = 5,
+        refine: bool = True,
+        batch_size: int = 1024,
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Top-k leaf locations and probabilities (softmax over the leaves' hierarchical scores).
+
+        Args:
+            embeddings: ``(N, D_in)`` visual embeddings.
+            top_k: candidates per image (at most the number of leaves).
+            refine: refine the rank-1 location inside its cell when a refiner is attached.
+
+        Returns:
+            ``latlon`` ``(N, k, 2)`` degrees and ``probs`` ``(N, k)`` (each row sums to <= 1).
+        """
+        arr = embeddings.detach().cpu().numpy() if isinstance(embeddings, Tensor) else embeddings
+        x = torch.as_tensor(np.asarray(arr, dtype=np.float32))
+        if x.ndim != 2 or x.shape[1] != self.input_dim:
+            raise InputError(f"expected (N, {self.input_dim}) embeddings, got shape {tuple(x.shape)}")
+        k = min(top_k, self.partition.sizes[-1])
+        centers = self.partition.centers[-1]
+        out_ll = np.zeros((x.shape[0], k, 2))
+        out_p = np.zeros((x.shape[0], k))
+        for s in range(0, x.shape[0], batch_size):
+            xb = x[s : s + batch_size]
+            scores = self.model.leaf_log_scores(xb, self.ancestry)
+            probs = torch.softmax(scores, dim=-1)
+            p, idx = probs.topk(k, dim=-1)
+            idx_np = idx.numpy()
+            out_ll[s : s + len(xb)] = centers[idx_np]
+            out_p[s : s + len(xb)] = p.numpy()
+            if refine and self.refiner is not None:
+                out_ll[s : s + len(xb), 0] = self.refiner.refine(xb.numpy(), idx_np[:, 0], centers[idx_np[:, 0]])
+        return out_ll, out_p
+
+
+def _partition_to_tensors(p: S2Partition) -> dict[str, Any]:
+    d: dict[str, Any] = {
+        "tau_max": list(p.tau_max),
+        "tau_min": p.tau_min,
+        "meta": json.dumps(p.meta),
+        "ancestry": torch.from_numpy(p.ancestry.astype(np.int64)),
+    }
+    for i in range(p.n_levels):
+        d[f"cells_{i}"] = torch.from_numpy(p.cell_ids[i].view(np.int64).copy())
+        d[f"counts_{i}"] = torch.from_numpy(p.counts[i].astype(np.int64))
+        d[f"centers_{i}"] = torch.from_numpy(p.centers[i].astype(np.float64))
+    return d
+
+
+def _partition_from_tensors(d: dict[str, Any]) -> S2Partition:
+    n = len(d["tau_max"])
+    return S2Partition(
+        [d[f"cells_{i}"].numpy().view(np.uint64).copy() for i in range(n)],
+        [d[f"counts_{i}"].numpy() for i in range(n)],
+        [d[f"centers_{i}"].numpy() for i in range(n)],
+        d["ancestry"].numpy(),
+        tuple(d["tau_max"]),
+        int(d["tau_min"]),
+        json.loads(d["meta"]),
+    )
+
+
+def checkpoint_payload(model: GeoSurge, partition: S2Partition, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The dictionary saved by :func:`save_checkpoint` (trainer checkpoints extend it)."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "config": json.dumps(model.cfg.to_json()),
+        "model": model.state_dict(),
+        "partition": _partition_to_tensors(partition),
+        **(extra or {}),
+    }
+
+
+def save_checkpoint(
+    path: str | Path, model: GeoSurge, partition: S2Partition, extra: dict[str, Any] | None = None
+) -> None:
+    """Save model + partition atomically (readable with ``torch.load(weights_only=True)``)."""
+    from terraloc.io import atomic_write
+
+    with atomic_write(path, "wb") as fh:
+        torch.save(checkpoint_payload(model, partition, extra), fh)
+
+
+def load_checkpoint(path: str | Path) -> tuple[GeoSurge, S2Partition, dict[str, Any]]:
+    """Load ``(model, partition, raw payload)`` from a GeoSURGE checkpoint.
+
+    Raises:
+        MissingResourceError: no such file.
+        InputError: not a GeoSURGE checkpoint, or its weights do not match its configuration.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise MissingResourceError(f"{path}: checkpoint not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InputError(f"cannot read checkpoint ({type(exc).__name__}: {exc})", path=path) from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        fmt = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise InputError(f"not a GeoSURGE checkpoint (format {fmt!r}, expected {CHECKPOINT_FORMAT!r})", path=path)
+    cfg = GeoSurgeConfig.from_json(json.loads(payload["config"]))
+    model = GeoSurge(cfg)
+    try:
+        model.load_state_dict(payload["model"], strict=True)
+    except RuntimeError as exc:
+        msg = str(exc).splitlines()[0]
+        raise InputError(f"weights do not match the stored configuration ({msg})", path=path) from None
+    partition = _partition_from_tensors(payload["partition"])
+    return model.eval(), partition, payload
+
+
+def hierarchical_predict(
+    model: GeoSurge, partition: S2Partition, embeddings: NDArray[np.float32], levels: Sequence[int] | None = None
+) -> NDArray[np.int64]:
+    """Top-1 leaf index per embedding (``(N,)``), using all or the given levels."""
+    anc = torch.as_tensor(partition.ancestry if levels is None else partition.ancestry[:, list(levels)])
+    s = model.leaf_log_scores(torch.as_tensor(embeddings, dtype=torch.float32), anc)
+    return s.argmax(dim=-1).numpy()

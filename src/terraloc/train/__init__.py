@@ -1,0 +1,1 @@
+"""Training: embedding shards, GeoSURGE and GeoCLIP trainers, distributed launch, synthetic world."""
