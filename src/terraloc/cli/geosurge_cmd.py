@@ -149,6 +149,7 @@ def train_command(
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
     tensorboard: Annotated[bool, typer.Option("--tensorboard/--no-tensorboard")] = True,
     kill_at_step: Annotated[int, typer.Option("--kill-at-step", hidden=True)] = 0,
+    dtype: Annotated[str, typer.Option("--dtype", help="float32, or float64 for equivalence checks.")] = "float32",
 ) -> None:
     """Train a GeoSURGE or GeoCLIP head on embedding shards (torchrun-aware)."""
     import torch
@@ -193,7 +194,7 @@ def train_command(
         cfg = TrainConfig(
             out_dir=out, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, gamma=gamma,
             patience=patience, seed=seed, checkpoint_every=checkpoint_every, max_steps=max_steps, resume=resume,
-            progress=progress, tensorboard=tensorboard, threads=threads, kill_at_step=kill_at_step,
+            progress=progress, tensorboard=tensorboard, threads=threads, kill_at_step=kill_at_step, dtype=dtype,
         )
         res = fit(obj, tr, va, cfg, info)
         if info.is_main:

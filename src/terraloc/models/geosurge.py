@@ -127,6 +127,7 @@ class GeoSurge(nn.Module):
             keep = y >= 0
             if not bool(keep.any()):
                 per_level.append(float("nan"))
+                total = total + 0.0 * self.cells[lv].sum()  # keep every table in the graph (DDP)
                 continue
             fl, yl = (f, y) if bool(keep.all()) else (f[keep], y[keep])
             if mode == "full":
@@ -137,7 +138,12 @@ class GeoSurge(nn.Module):
                 uniq = torch.unique(torch.cat([c[c >= 0], yl]))  # sorted distinct cells
                 logits = self.level_logits(fl, lv, uniq)
                 target = torch.searchsorted(uniq, yl)
-            li = info_nce(logits, target)
+            # Mean over the samples that have a cell at this level, counted over the *global*
+            # batch: with DDP each rank holds len(labels)/len(cand) of it, and the mean of the
+            # ranks' losses then equals the single-process loss of the global batch.
+            kept_global = int((cand[:, lv] >= 0).sum())
+            denom = kept_global * len(labels) / len(cand)
+            li = F.cross_entropy(logits, target, reduction="sum") / denom
             total = total + li
             per_level.append(float(li.detach()))
         return total, per_level
@@ -255,7 +261,7 @@ class GeoSurgeHead:
             ``latlon`` ``(N, k, 2)`` degrees and ``probs`` ``(N, k)`` (each row sums to <= 1).
         """
         arr = embeddings.detach().cpu().numpy() if isinstance(embeddings, Tensor) else embeddings
-        x = torch.as_tensor(np.asarray(arr, dtype=np.float32))
+        x = torch.as_tensor(np.asarray(arr, dtype=np.float32)).to(self.model.log_temperature.dtype)
         if x.ndim != 2 or x.shape[1] != self.input_dim:
             raise InputError(f"expected (N, {self.input_dim}) embeddings, got shape {tuple(x.shape)}")
         k = min(top_k, self.partition.sizes[-1])
@@ -271,7 +277,7 @@ class GeoSurgeHead:
             out_ll[s : s + len(xb)] = centers[idx_np]
             out_p[s : s + len(xb)] = p.numpy()
             if refine and self.refiner is not None:
-                out_ll[s : s + len(xb), 0] = self.refiner.refine(xb.numpy(), idx_np[:, 0], centers[idx_np[:, 0]])
+                out_ll[s : s + len(xb), 0] = self.refiner.refine(xb.float().numpy(), idx_np[:, 0], centers[idx_np[:, 0]])
         return out_ll, out_p
 
 

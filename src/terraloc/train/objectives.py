@@ -72,7 +72,7 @@ class GeoSurgeObjective(nn.Module):
         tot, n, dists = 0.0, 0, []
         centers = self.partition.centers[-1]
         for b in val.batches(batch_size, shuffle=False, drop_last=False):
-            x = torch.from_numpy(b.emb)
+            x = torch.from_numpy(b.emb).to(self.model.log_temperature.dtype)
             labels = torch.from_numpy(self.partition.assign(b.latlon))
             loss, _ = self.model.loss(x, labels, "full")
             tot += float(loss) * len(b)
@@ -251,8 +251,8 @@ class GeoClipObjective(nn.Module):
         self._gallery = None  # weights changed
         tot, n, dists = 0.0, 0, []
         for b in val.batches(batch_size, shuffle=False, drop_last=False):
-            x = torch.from_numpy(b.emb)
-            ll = torch.from_numpy(b.latlon.astype(np.float32))
+            x = torch.from_numpy(b.emb).to(self.model.logit_scale.dtype)
+            ll = torch.from_numpy(b.latlon).to(self.model.logit_scale.dtype)
             logits = self.model.logit_scale.exp() * self.model.image_features(x) @ self.model.gps_features(ll).T
             tot += float(F.cross_entropy(logits, torch.arange(len(b)))) * len(b)
             n += len(b)

@@ -199,8 +199,9 @@ class ShardSet:
         out = []
         for f in self.shards:
             t = pq.read_table(f, columns=["lat", "lon"])
-            out.append(np.stack([t.column("lat").to_numpy(), t.column("lon").to_numpy()], 1))
-        return validate_latlon(np.concatenate(out), source=str(self.path))
+            ll = np.stack([t.column("lat").to_numpy(), t.column("lon").to_numpy()], 1)
+            out.append(validate_latlon(ll, source=str(f), rows=np.arange(len(ll)) + 1))
+        return np.concatenate(out)
 
     def batches(self, batch_size: int, *, seed: int = 0, epoch: int = 0, shuffle: bool = True, drop_last: bool = True) -> Iterator[Batch]:
         """Yield batches for one epoch; the order depends only on ``(seed, epoch)``."""

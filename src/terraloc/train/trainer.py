@@ -50,6 +50,7 @@ class TrainConfig:
     threads: int = 0  # torch intra-op threads; 0 = leave as is
     kill_at_step: int = 0  # testing aid: SIGKILL this process right after the checkpoint at this step
     log_every: int = 20
+    dtype: str = "float32"  # "float64" for exact-equivalence checks (resume, DDP)
 
     def identity(self) -> dict[str, Any]:
         d = asdict(self)
@@ -121,10 +122,14 @@ def fit(
         raise InputError(f"{train.n_rows} training rows are fewer than one batch of {cfg.batch_size}", path=train.path)
 
     _set_seeds(cfg.seed)
+    if cfg.dtype not in ("float32", "float64"):
+        raise InputError(f"dtype must be float32 or float64, got {cfg.dtype}", field="--dtype")
+    dtype = getattr(torch, cfg.dtype)
+    objective.to(dtype)
     params = [p for p in objective.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=cfg.gamma)
-    state: dict[str, Any] = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_val": float("inf"), "best_epoch": -1, "bad_epochs": 0, "history": "[]", "stopped": False}
+    state: dict[str, Any] = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_val": float("inf"), "best_epoch": -1, "bad_epochs": 0, "history": "[]", "stopped": False, "loss_sum": 0.0, "loss_n": 0}
 
     if last.exists():
         if not cfg.resume:
@@ -186,25 +191,29 @@ def fit(
             task = progress.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=steps_per_epoch, info="")
             skip = int(state["step_in_epoch"])
             progress.update(task, completed=skip)
-            losses: list[float] = []
             for i, batch in enumerate(train.batches(cfg.batch_size, seed=cfg.seed, epoch=epoch)):
                 if i < skip:
                     continue
                 t0 = time.perf_counter()
-                inputs = objective.prepare(batch, info)  # type: ignore[operator]
+                inputs = tuple(
+                    t.to(dtype) if t.is_floating_point() else t
+                    for t in objective.prepare(batch, info)  # type: ignore[operator]
+                )
                 loss = wrapped(*inputs)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 train_time += time.perf_counter() - t0
                 train_samples += len(batch)
-                losses.append(float(loss.detach()))
+                last_loss = float(loss.detach())
+                state["loss_sum"] += last_loss
+                state["loss_n"] += 1
                 state["step_in_epoch"] = i + 1
                 state["global_step"] += 1
                 gs = int(state["global_step"])
-                progress.update(task, advance=1, info=f"loss {losses[-1]:.3f}")
+                progress.update(task, advance=1, info=f"loss {last_loss:.3f}")
                 if writer is not None and gs % cfg.log_every == 0:
-                    writer.add_scalar("train/loss", losses[-1], gs)
+                    writer.add_scalar("train/loss", last_loss, gs)
                 if cfg.checkpoint_every and gs % cfg.checkpoint_every == 0 and state["step_in_epoch"] < steps_per_epoch:
                     save(last)
                     barrier(info)
@@ -215,19 +224,23 @@ def fit(
                     break
             progress.remove_task(task)
             if stopped_by_limit and state["step_in_epoch"] < steps_per_epoch:
+                save(last)
+                barrier(info)
                 break
-            metrics = objective.validate(val) if val is not None else {"val_loss": float(np.mean(losses)) if losses else float("nan")}  # type: ignore[operator]
+            train_loss = state["loss_sum"] / state["loss_n"] if state["loss_n"] else float("nan")
+            metrics = objective.validate(val) if val is not None else {"val_loss": train_loss}  # type: ignore[operator]
             row = {
                 "epoch": epoch + 1,
                 "step": int(state["global_step"]),
                 "lr": opt.param_groups[0]["lr"],
-                "train_loss": float(np.mean(losses)) if losses else float("nan"),
+                "train_loss": train_loss,
                 **metrics,
             }
             history.append(row)
             sched.step()
             state["epoch"] = epoch + 1
             state["step_in_epoch"] = 0
+            state["loss_sum"], state["loss_n"] = 0.0, 0
             improved = metrics["val_loss"] < state["best_val"]
             if improved:
                 state["best_val"], state["best_epoch"], state["bad_epochs"] = metrics["val_loss"], epoch + 1, 0

@@ -1,0 +1,103 @@
+"""GeoSURGE model: InfoNCE against hand-computed values, hierarchical inference, head checkpoints."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from terraloc.errors import InputError, MissingResourceError
+from terraloc.geo.s2partition import S2Partition
+from terraloc.models.geosurge import GeoSurge, GeoSurgeConfig, GeoSurgeHead, Refiner, load_checkpoint, save_checkpoint
+
+
+def _hand_model(temperature: float = 0.5) -> GeoSurge:
+    model = GeoSurge(GeoSurgeConfig(input_dim=2, level_sizes=(3,), embed_dim=2))
+    with torch.no_grad():
+        model.proj.weight.copy_(torch.eye(2))  # type: ignore[operator]
+        model.proj.bias.zero_()  # type: ignore[union-attr]
+        model.cells[0].copy_(torch.tensor([[2.0, 0.0], [0.0, 3.0], [-1.0, 0.0]]))  # normalised when used
+        model.log_temperature.fill_(math.log(temperature))
+    return model
+
+
+def test_info_nce_full_softmax_matches_hand_computation() -> None:
+    model = _hand_model()
+    x = torch.tensor([[1.0, 0.0], [0.0, 5.0]])
+    loss, per_level = model.loss(x, torch.tensor([[0], [1]]), "full")
+    # Sample 0: cosines (1, 0, -1) / 0.5 -> logits (2, 0, -2), positive 0.
+    l0 = -2 + math.log(math.exp(2) + 1 + math.exp(-2))
+    # Sample 1: cosines (0, 1, 0) / 0.5 -> logits (0, 2, 0), positive 1.
+    l1 = -2 + math.log(2 + math.exp(2))
+    assert float(loss) == pytest.approx((l0 + l1) / 2, rel=1e-6)
+    assert per_level[0] == pytest.approx((l0 + l1) / 2, rel=1e-6)
+
+
+def test_info_nce_in_batch_collapses_duplicate_cells() -> None:
+    model = _hand_model()
+    x = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    loss, _ = model.loss(x, torch.tensor([[0], [0], [1]]), "inbatch")
+    # Candidates are cells {0, 1} once each (cell 2 is absent from the batch).
+    l0 = -2 + math.log(math.exp(2) + 1)  # logits (2, 0)
+    l2 = -2 + math.log(1 + math.exp(2))  # logits (0, 2)
+    assert float(loss) == pytest.approx((l0 + l0 + l2) / 3, rel=1e-6)
+    # One cell only: the loss is exactly zero, not a penalty between the two duplicates.
+    single, _ = model.loss(x[:2], torch.tensor([[0], [0]]), "inbatch")
+    assert float(single) == pytest.approx(0.0, abs=1e-7)
+    # -1 labels are ignored.
+    ign, _ = model.loss(x, torch.tensor([[0], [-1], [1]]), "inbatch")
+    assert float(ign) == pytest.approx((l0 + l2) / 2, rel=1e-6)
+
+
+def _toy_partition() -> tuple[S2Partition, np.ndarray]:
+    rng = np.random.default_rng(0)
+    centres = np.array([[48.85, 2.35], [40.7, -74.0], [35.7, 139.7], [-33.9, 151.2]])
+    coords = np.concatenate([c + rng.normal(0, 2.0, (300, 2)) for c in centres])
+    return S2Partition.build(coords, (400, 100, 40), 5), coords
+
+
+def test_hierarchical_scores_sum_log_probs_along_ancestry() -> None:
+    part, _ = _toy_partition()
+    torch.manual_seed(0)
+    model = GeoSurge(GeoSurgeConfig(input_dim=8, level_sizes=tuple(part.sizes), embed_dim=16))
+    x = torch.randn(5, 8)
+    anc = torch.as_tensor(part.ancestry)
+    scores = model.leaf_log_scores(x, anc)
+    f = model.features(x)
+    leaf = 3
+    expect = sum(
+        torch.log_softmax(model.level_logits(f, lv), -1)[:, part.ancestry[leaf, lv]] for lv in range(part.n_levels)
+    )
+    torch.testing.assert_close(scores[:, leaf], expect)
+
+
+def test_head_checkpoint_round_trip_and_errors(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    part, coords = _toy_partition()
+    torch.manual_seed(0)
+    model = GeoSurge(GeoSurgeConfig(input_dim=8, level_sizes=tuple(part.sizes), embed_dim=16))
+    save_checkpoint(tmp_path / "m.pt", model, part)
+    head = GeoSurgeHead.from_checkpoint(tmp_path / "m.pt")
+    x = np.random.default_rng(1).normal(size=(7, 8)).astype(np.float32)
+    ll, probs = head.predict(x, top_k=3)
+    assert ll.shape == (7, 3, 2) and probs.shape == (7, 3)
+    assert (np.diff(probs, axis=1) <= 1e-9).all() and (probs.sum(1) <= 1 + 1e-6).all()
+    np.testing.assert_allclose(ll, part.centers[-1][np.argsort(-head.model.leaf_log_scores(torch.from_numpy(x), head.ancestry).numpy(), 1)[:, :3]])
+    # Refinement picks a reference inside the winning leaf.
+    ref_emb = np.random.default_rng(2).normal(size=(len(coords), 8)).astype(np.float32)
+    refined, _ = GeoSurgeHead(head.model, part, Refiner(part, coords, ref_emb)).predict(x, top_k=1)
+    win = part.assign(refined[:, 0])[:, -1]
+    top = np.argmax(head.model.leaf_log_scores(torch.from_numpy(x), head.ancestry).numpy(), 1)
+    np.testing.assert_array_equal(win, top)
+    assert any((coords == r).all(1).any() for r in refined[:, 0])
+    with pytest.raises(InputError, match="expected \\(N, 8\\)"):
+        head.predict(np.zeros((2, 5), np.float32))
+    with pytest.raises(MissingResourceError):
+        load_checkpoint(tmp_path / "nope.pt")
+    torch.save({"format": "other"}, tmp_path / "bad.pt")
+    with pytest.raises(InputError, match="not a GeoSURGE checkpoint"):
+        load_checkpoint(tmp_path / "bad.pt")
+    other = GeoSurge(GeoSurgeConfig(input_dim=8, level_sizes=(2, 3), embed_dim=16))
+    with pytest.raises(InputError, match="level sizes"):
+        GeoSurgeHead(other, part)
