@@ -83,7 +83,10 @@ def test_head_checkpoint_round_trip_and_errors(tmp_path) -> None:  # type: ignor
     ll, probs = head.predict(x, top_k=3)
     assert ll.shape == (7, 3, 2) and probs.shape == (7, 3)
     assert (np.diff(probs, axis=1) <= 1e-9).all() and (probs.sum(1) <= 1 + 1e-6).all()
-    np.testing.assert_allclose(ll, part.centers[-1][np.argsort(-head.model.leaf_log_scores(torch.from_numpy(x), head.ancestry).numpy(), 1)[:, :3]])
+    np.testing.assert_allclose(
+        ll,
+        part.centers[-1][np.argsort(-head.model.leaf_log_scores(torch.from_numpy(x), head.ancestry).numpy(), 1)[:, :3]],
+    )
     # Refinement picks a reference inside the winning leaf.
     ref_emb = np.random.default_rng(2).normal(size=(len(coords), 8)).astype(np.float32)
     refined, _ = GeoSurgeHead(head.model, part, Refiner(part, coords, ref_emb)).predict(x, top_k=1)

@@ -28,10 +28,16 @@ def make_shards(path: Path, n: int = 1536, dim: int = 16, seed: int = 0, shard_r
     k = rng.integers(0, len(CENTRES), n)
     ll = CENTRES[k] + rng.normal(0, 1.5, (n, 2))
     proj = np.random.default_rng(99).normal(size=(3, dim))
-    xyz = np.c_[np.cos(np.radians(ll[:, 0])) * np.cos(np.radians(ll[:, 1])), np.cos(np.radians(ll[:, 0])) * np.sin(np.radians(ll[:, 1])), np.sin(np.radians(ll[:, 0]))]
+    xyz = np.c_[
+        np.cos(np.radians(ll[:, 0])) * np.cos(np.radians(ll[:, 1])),
+        np.cos(np.radians(ll[:, 0])) * np.sin(np.radians(ll[:, 1])),
+        np.sin(np.radians(ll[:, 0])),
+    ]
     emb = (np.tanh(4 * xyz @ proj) + 0.1 * rng.normal(size=(n, dim))).astype(np.float32)
     ids = [f"s{i}" for i in range(n)]
-    write_shards(((ids[s : s + 256], ll[s : s + 256], emb[s : s + 256]) for s in range(0, n, 256)), path, dim, shard_rows)
+    write_shards(
+        ((ids[s : s + 256], ll[s : s + 256], emb[s : s + 256]) for s in range(0, n, 256)), path, dim, shard_rows
+    )
     return path
 
 
@@ -72,7 +78,9 @@ def test_shard_bad_input(tmp_path: Path, cli) -> None:  # type: ignore[no-untype
     assert r.code == 2 and "missing column" in r.err and "'lon'" in r.err and "Traceback" not in r.err
     wide = tmp_path / "wide"
     shutil.copytree(good, wide)
-    t = pa.table({"id": ["x"], "lat": [1.0], "lon": [1.0], "embedding": pa.array([[0.0] * 8], pa.list_(pa.float32(), 8))})
+    t = pa.table(
+        {"id": ["x"], "lat": [1.0], "lon": [1.0], "embedding": pa.array([[0.0] * 8], pa.list_(pa.float32(), 8))}
+    )
     pq.write_table(t, wide / "shard-00000.parquet")
     r = cli(*_train_args(wide, tmp_path / "run"))
     assert r.code == 2 and "width 8 does not match" in r.err
@@ -81,7 +89,14 @@ def test_shard_bad_input(tmp_path: Path, cli) -> None:  # type: ignore[no-untype
     shutil.copytree(good, oob)
     t = pq.read_table(good / "shard-00000.parquet").to_pydict()
     t["lon"][3] = 200.0
-    tbl = pa.table({"id": t["id"], "lat": t["lat"], "lon": t["lon"], "embedding": pa.array(t["embedding"], pa.list_(pa.float32(), 16))})
+    tbl = pa.table(
+        {
+            "id": t["id"],
+            "lat": t["lat"],
+            "lon": t["lon"],
+            "embedding": pa.array(t["embedding"], pa.list_(pa.float32(), 16)),
+        }
+    )
     pq.write_table(tbl, oob / "shard-00000.parquet")
     r = cli(*_train_args(oob, tmp_path / "run"))
     assert r.code == 2 and "line 4" in r.err and "'lon'" in r.err
@@ -95,7 +110,9 @@ def test_shard_bad_input(tmp_path: Path, cli) -> None:  # type: ignore[no-untype
 def test_killed_run_resumes_to_identical_parameters(tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
     data = make_shards(tmp_path / "d")
     py = [sys.executable, "-m", "terraloc"]
-    full = subprocess.run(py + _train_args(data, tmp_path / "full", "--checkpoint-every", "3"), env=_env(), capture_output=True, text=True)
+    full = subprocess.run(
+        py + _train_args(data, tmp_path / "full", "--checkpoint-every", "3"), env=_env(), capture_output=True, text=True
+    )
     assert full.returncode == 0, full.stderr
     killed = subprocess.run(
         py + _train_args(data, tmp_path / "cut", "--checkpoint-every", "3", "--kill-at-step", "9"),
@@ -108,7 +125,12 @@ def test_killed_run_resumes_to_identical_parameters(tmp_path: Path, cli) -> None
     assert r.code == 2 and "--resume" in r.err
     r = cli(*_train_args(data, tmp_path / "cut", "--resume", "--seed", "7"))
     assert r.code == 2 and "another configuration" in r.err and "train" in r.err
-    resumed = subprocess.run(py + _train_args(data, tmp_path / "cut", "--checkpoint-every", "3", "--resume"), env=_env(), capture_output=True, text=True)
+    resumed = subprocess.run(
+        py + _train_args(data, tmp_path / "cut", "--checkpoint-every", "3", "--resume"),
+        env=_env(),
+        capture_output=True,
+        text=True,
+    )
     assert resumed.returncode == 0, resumed.stderr
     a, b = _params(tmp_path / "full" / "last.pt"), _params(tmp_path / "cut" / "last.pt")
     for k in a:
@@ -123,7 +145,17 @@ def test_torchrun_two_ranks_match_one_rank(tmp_path: Path, loss: str) -> None:
     runs = {}
     for n in (1, 2):
         out = tmp_path / f"ddp{n}"
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n), "--master_port", str(29500 + n + os.getpid() % 1000), "-m", "terraloc"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            str(n),
+            "--master_port",
+            str(29500 + n + os.getpid() % 1000),
+            "-m",
+            "terraloc",
+        ]
         # float64: Adam normalises near-zero gradient components, so float32 summation-order
         # differences between 1 and 2 ranks would be amplified to ~lr; in float64 they vanish.
         args = _train_args(data, out, "--max-steps", "6", "--dtype", "float64")
@@ -147,7 +179,7 @@ def test_short_synthetic_training_learns(tmp_path: Path, shared: Path) -> None:
     from terraloc.train.synthetic import WorldSpec, load_mp16_coords, location_features, synthesize
     from terraloc.train.trainer import TrainConfig, fit
 
-    coords = load_mp16_coords()[:: 25][:4000]
+    coords = load_mp16_coords()[::25][:4000]
     spec = WorldSpec(n_confusable=2, confusable_radius_km=300)
     emb, info = synthesize(coords, location_features(coords), spec)
     assert info["confusable_regions"]
@@ -162,7 +194,12 @@ def test_short_synthetic_training_learns(tmp_path: Path, shared: Path) -> None:
     acc_base = float(np.mean(haversine_km(base[:, 0], coords[3500:]) <= 2500))
     torch.manual_seed(0)
     obj = build_geosurge_objective(part, 768)
-    res = fit(obj, tr, va, TrainConfig(out_dir=tmp_path / "run", epochs=4, batch_size=256, lr=1e-3, progress=False, tensorboard=False))
+    res = fit(
+        obj,
+        tr,
+        va,
+        TrainConfig(out_dir=tmp_path / "run", epochs=4, batch_size=256, lr=1e-3, progress=False, tensorboard=False),
+    )
     pred, _ = GeoSurgeHead(obj.model, part).predict(emb[3500:], top_k=1)
     acc = float(np.mean(haversine_km(pred[:, 0], coords[3500:]) <= 2500))
     assert res.history[-1]["val_loss"] < res.history[0]["val_loss"]

@@ -37,14 +37,21 @@ def _parse_taus(text: str | None) -> tuple[int, ...] | None:
 
 @app.command("geocells")
 def geocells_command(
-    coords: Annotated[Path | None, typer.Option("--coords", help="CSV of training coordinates (default: GeoCLIP's 100K MP-16 gallery).")] = None,
+    coords: Annotated[
+        Path | None,
+        typer.Option("--coords", help="CSV of training coordinates (default: GeoCLIP's 100K MP-16 gallery)."),
+    ] = None,
     lat_col: Annotated[str, typer.Option(help="Latitude column.")] = "LAT",
     lon_col: Annotated[str, typer.Option(help="Longitude column.")] = "LON",
-    tau_max: Annotated[str | None, typer.Option("--tau-max", help="Comma-separated tau_max per level (coarse→fine).")] = None,
+    tau_max: Annotated[
+        str | None, typer.Option("--tau-max", help="Comma-separated tau_max per level (coarse→fine).")
+    ] = None,
     tau_min: Annotated[int | None, typer.Option("--tau-min", help="Drop cells with fewer coordinates.")] = None,
     scale: Annotated[bool, typer.Option("--scale/--no-scale", help="Scale the MP-16 taus to the sample size.")] = True,
     out: Annotated[Path | None, typer.Option("--out", help="Write the partition (.npz) here.")] = None,
-    compare_mp16: Annotated[bool, typer.Option("--compare-mp16", help="Compare with shared/data/geocells/cells_50_*.csv.")] = False,
+    compare_mp16: Annotated[
+        bool, typer.Option("--compare-mp16", help="Compare with shared/data/geocells/cells_50_*.csv.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Build adaptive nested S2 geocell partitions from training coordinates."""
@@ -76,15 +83,32 @@ def geocells_command(
     for c in ("level", "tau_max", "cells", "min", "median", "max", "S2 levels"):
         t.add_column(c, justify="right")
     for s in summary:
-        t.add_row(*(str(s[k]) for k in ("level", "tau_max", "cells", "min", "median", "max")), "{}–{}".format(*s["s2_levels"]))
+        t.add_row(
+            *(str(s[k]) for k in ("level", "tau_max", "cells", "min", "median", "max")), "{}–{}".format(*s["s2_levels"])
+        )
     out_console().print(t)
     if compare_mp16:
         t2 = Table(title="vs MP-16 partitions (GeoEstimation, 4,723,695 images), taus scaled to this sample")
-        for c in ("tau_max (MP-16)", "MP-16 cells", "scaled tau_max", "cells here", "MP-16 median", "median here×scale", "shared cell tokens"):
+        for c in (
+            "tau_max (MP-16)",
+            "MP-16 cells",
+            "scaled tau_max",
+            "cells here",
+            "MP-16 median",
+            "median here×scale",
+            "shared cell tokens",
+        ):
             t2.add_column(c, justify="right")
         for r in result["mp16_comparison"]:
-            t2.add_row(str(r["tau_max_mp16"]), str(r["mp16_cells"]), str(r["tau_max_scaled"]), str(r["cells"]),
-                       f"{r['mp16_median']:.0f}", f"{r['median_scaled_up']:.0f}", f"{r['shared_tokens']}")
+            t2.add_row(
+                str(r["tau_max_mp16"]),
+                str(r["mp16_cells"]),
+                str(r["tau_max_scaled"]),
+                str(r["cells"]),
+                f"{r['mp16_median']:.0f}",
+                f"{r['median_scaled_up']:.0f}",
+                f"{r['shared_tokens']}",
+            )
         out_console().print(t2)
     if out is not None:
         out_console().print(f"partition written to {out}")
@@ -126,8 +150,13 @@ def train_command(
     train: Annotated[Path, typer.Option("--train", help="Training shard folder.")],
     out: Annotated[Path, typer.Option("--out", help="Run folder (checkpoints, metrics.csv, tensorboard/).")],
     val: Annotated[Path | None, typer.Option("--val", help="Validation shard folder (early stopping).")] = None,
-    partition: Annotated[Path | None, typer.Option("--partition", help="Partition .npz (geosurge; default: built from the training coordinates).")] = None,
-    tau_max: Annotated[str | None, typer.Option("--tau-max", help="Comma-separated tau_max (when building the partition).")] = None,
+    partition: Annotated[
+        Path | None,
+        typer.Option("--partition", help="Partition .npz (geosurge; default: built from the training coordinates)."),
+    ] = None,
+    tau_max: Annotated[
+        str | None, typer.Option("--tau-max", help="Comma-separated tau_max (when building the partition).")
+    ] = None,
     tau_min: Annotated[int | None, typer.Option("--tau-min")] = None,
     levels: Annotated[int, typer.Option("--levels", help="Use the finest N levels of the partition (0 = all).")] = 0,
     loss: Annotated[str, typer.Option("--loss", help="InfoNCE variant: full or inbatch.")] = "inbatch",
@@ -139,12 +168,18 @@ def train_command(
     gamma: Annotated[float, typer.Option(help="LR decay factor per epoch.")] = 0.5,
     patience: Annotated[int, typer.Option(help="Early-stopping patience (epochs).")] = 4,
     seed: Annotated[int, typer.Option()] = 0,
-    checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", help="Steps between checkpoints (0 = epoch ends).")] = 0,
+    checkpoint_every: Annotated[
+        int, typer.Option("--checkpoint-every", help="Steps between checkpoints (0 = epoch ends).")
+    ] = 0,
     max_steps: Annotated[int, typer.Option("--max-steps")] = 0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,
     queue_size: Annotated[int, typer.Option("--queue-size", help="GeoCLIP GPS queue length.")] = 4096,
-    pretrained: Annotated[bool, typer.Option("--pretrained", help="GeoCLIP: start from the published weights.")] = False,
-    freeze_location: Annotated[bool, typer.Option("--freeze-location", help="GeoCLIP: keep the location encoder fixed.")] = False,
+    pretrained: Annotated[
+        bool, typer.Option("--pretrained", help="GeoCLIP: start from the published weights.")
+    ] = False,
+    freeze_location: Annotated[
+        bool, typer.Option("--freeze-location", help="GeoCLIP: keep the location encoder fixed.")
+    ] = False,
     threads: Annotated[int, typer.Option(help="Torch threads (0 = default).")] = 0,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
     tensorboard: Annotated[bool, typer.Option("--tensorboard/--no-tensorboard")] = True,
@@ -173,7 +208,9 @@ def train_command(
                 coords = tr.coords()
                 tmax = _parse_taus(tau_max)
                 if tmax is None:
-                    tmax, tmin = scale_taus(len(coords), GEOSURGE_TAU_MAX, GEOSURGE_TAU_MIN if tau_min is None else tau_min)
+                    tmax, tmin = scale_taus(
+                        len(coords), GEOSURGE_TAU_MAX, GEOSURGE_TAU_MIN if tau_min is None else tau_min
+                    )
                 else:
                     tmin = GEOSURGE_TAU_MIN if tau_min is None else tau_min
                 part = S2Partition.build(coords, tmax, tmin, source=str(train))
@@ -192,9 +229,22 @@ def train_command(
         else:
             raise InputError(f"unknown objective '{objective}' (geosurge or geoclip)", field="OBJECTIVE")
         cfg = TrainConfig(
-            out_dir=out, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, gamma=gamma,
-            patience=patience, seed=seed, checkpoint_every=checkpoint_every, max_steps=max_steps, resume=resume,
-            progress=progress, tensorboard=tensorboard, threads=threads, kill_at_step=kill_at_step, dtype=dtype,
+            out_dir=out,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            weight_decay=weight_decay,
+            gamma=gamma,
+            patience=patience,
+            seed=seed,
+            checkpoint_every=checkpoint_every,
+            max_steps=max_steps,
+            resume=resume,
+            progress=progress,
+            tensorboard=tensorboard,
+            threads=threads,
+            kill_at_step=kill_at_step,
+            dtype=dtype,
         )
         res = fit(obj, tr, va, cfg, info)
         if info.is_main:
@@ -210,9 +260,13 @@ def train_command(
 
 @app.command("embed")
 def embed_command(
-    photos: Annotated[Path, typer.Option("--photos", help="CSV with columns path,lat,lon (paths relative to the CSV).")],
+    photos: Annotated[
+        Path, typer.Option("--photos", help="CSV with columns path,lat,lon (paths relative to the CSV).")
+    ],
     out: Annotated[Path, typer.Option("--out", help="Shard folder to write.")],
-    backbone: Annotated[str, typer.Option("--backbone", help="Image backbone spec (see terraloc.encoders.image).")] = "tiny",
+    backbone: Annotated[
+        str, typer.Option("--backbone", help="Image backbone spec (see terraloc.encoders.image).")
+    ] = "tiny",
     batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
     shard_rows: Annotated[int, typer.Option("--shard-rows")] = 16384,
     id_col: Annotated[str, typer.Option(help="Id column (default: the path).")] = "path",
@@ -234,7 +288,9 @@ def bench_geosurge(
     """Hierarchy-depth ablation (1/3/5/7 levels) and GeoSURGE vs GeoCLIP-style head on the SYNTHETIC world."""
     from terraloc.train.ablation import run_bench
 
-    res = run_bench(quick=quick, progress=not as_json, log=None if as_json else (lambda m: err_console.print(m, markup=False)))
+    res = run_bench(
+        quick=quick, progress=not as_json, log=None if as_json else (lambda m: err_console.print(m, markup=False))
+    )
     if as_json:
         typer.echo(json.dumps(res))
         return
@@ -252,7 +308,8 @@ def bench_geosurge(
     out_console().print(t)
     out_console().print(
         f"GeoSURGE training {res['train_samples_per_s']:.0f} samples/s (in-batch InfoNCE, batch 1024; "
-        f"full softmax {res['train_samples_per_s_full_softmax']:.0f}); GeoCLIP head {res['geoclip_train_samples_per_s']:.0f} "
+        f"full softmax {res['train_samples_per_s_full_softmax']:.0f}); "
+        f"GeoCLIP head {res['geoclip_train_samples_per_s']:.0f} "
         f"(frozen location encoder), full GeoCLIP objective {res['geoclip_full_objective_train_samples_per_s']:.0f}; "
         f"inference {res['inference_ms_per_image']:.3f} ms/image ({res['inference_ms_per_image_refined']:.3f} refined)"
     )

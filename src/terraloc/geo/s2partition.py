@@ -12,6 +12,7 @@ Saved as one ``.npz`` file (``format_version`` inside), written atomically.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -50,7 +51,9 @@ def scale_taus(
     return tuple(max(tmin + 1, round(t * f)) for t in tau_max), tmin
 
 
-def _split_level(sorted_leaf: NDArray[np.uint64], tau_max: int, tau_min: int) -> tuple[NDArray[np.uint64], NDArray[np.int64]]:
+def _split_level(
+    sorted_leaf: NDArray[np.uint64], tau_max: int, tau_min: int
+) -> tuple[NDArray[np.uint64], NDArray[np.int64]]:
     """Adaptive cells for one ``tau_max`` over sorted leaf ids: ``(kept cell ids, their counts)``."""
     undecided = np.ones(len(sorted_leaf), dtype=bool)
     cells: list[NDArray[np.uint64]] = []
@@ -138,8 +141,10 @@ class S2Partition:
         """
         coords = validate_latlon(latlon, source=source or "training coordinates")
         tau_max = tuple(int(t) for t in tau_max)
-        if not tau_max or any(b >= a for a, b in zip(tau_max, tau_max[1:], strict=False)):
-            raise InputError(f"tau_max must be a non-empty strictly decreasing list, got {list(tau_max)}", field="tau_max")
+        if not tau_max or any(b >= a for a, b in itertools.pairwise(tau_max)):
+            raise InputError(
+                f"tau_max must be a non-empty strictly decreasing list, got {list(tau_max)}", field="tau_max"
+            )
         if tau_min < 1 or tau_min > min(tau_max):
             raise InputError(f"tau_min must be in 1..{min(tau_max)}, got {tau_min}", field="tau_min")
         leaf = latlon_to_cell_ids(coords)
@@ -198,7 +203,7 @@ class S2Partition:
                 {
                     "level": li + 1,
                     "tau_max": self.tau_max[li],
-                    "cells": int(len(ids)),
+                    "cells": len(ids),
                     "covered": int(cnt.sum()),
                     "min": int(cnt.min()),
                     "median": float(np.median(cnt)),
@@ -216,7 +221,12 @@ class S2Partition:
         """Write the partition atomically as ``.npz`` with ``format_version``."""
         from terraloc.io import atomic_write
 
-        header = {"format_version": FORMAT_VERSION, "tau_max": list(self.tau_max), "tau_min": self.tau_min, "meta": self.meta}
+        header = {
+            "format_version": FORMAT_VERSION,
+            "tau_max": list(self.tau_max),
+            "tau_min": self.tau_min,
+            "meta": self.meta,
+        }
         arrays: dict[str, Any] = {"header": np.array(json.dumps(header)), "ancestry": self.ancestry}
         for i in range(self.n_levels):
             arrays[f"cells_{i}"] = self.cell_ids[i]
@@ -236,7 +246,8 @@ class S2Partition:
                 header = json.loads(str(z["header"]))
                 if header.get("format_version") != FORMAT_VERSION:
                     raise InputError(
-                        f"unsupported partition format_version {header.get('format_version')} (expected {FORMAT_VERSION})",
+                        f"unsupported partition format_version {header.get('format_version')} "
+                        f"(expected {FORMAT_VERSION})",
                         path=path,
                     )
                 n = len(header["tau_max"])

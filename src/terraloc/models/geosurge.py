@@ -277,7 +277,9 @@ class GeoSurgeHead:
             out_ll[s : s + len(xb)] = centers[idx_np]
             out_p[s : s + len(xb)] = p.numpy()
             if refine and self.refiner is not None:
-                out_ll[s : s + len(xb), 0] = self.refiner.refine(xb.float().numpy(), idx_np[:, 0], centers[idx_np[:, 0]])
+                out_ll[s : s + len(xb), 0] = self.refiner.refine(
+                    xb.float().numpy(), idx_np[:, 0], centers[idx_np[:, 0]]
+                )
         return out_ll, out_p
 
 

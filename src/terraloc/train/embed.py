@@ -66,7 +66,16 @@ def embed_photos(
         emb = model.embed([b[1] for b in batch])
         emb = emb.detach().cpu().numpy() if hasattr(emb, "detach") else np.asarray(emb)
         if writer is None:
-            writer = ShardWriter(out, int(emb.shape[1]), shard_rows, {"embedding_model": getattr(model, "model_id", backbone), "weights_hash": getattr(model, "weights_hash", ""), "synthetic": False})
+            writer = ShardWriter(
+                out,
+                int(emb.shape[1]),
+                shard_rows,
+                {
+                    "embedding_model": getattr(model, "model_id", backbone),
+                    "weights_hash": getattr(model, "weights_hash", ""),
+                    "synthetic": False,
+                },
+            )
         writer.add([b[0] for b in batch], np.array([[b[2], b[3]] for b in batch]), emb)
         n += len(batch)
         batch.clear()

@@ -54,7 +54,12 @@ class GeoSurgeObjective(nn.Module):
 
     def identity(self) -> dict[str, Any]:
         """What a checkpoint must match to be resumed or loaded into this objective."""
-        return {"objective": self.kind, "model": self.model.cfg.to_json(), "partition": self.partition.config(), "mode": self.mode}
+        return {
+            "objective": self.kind,
+            "model": self.model.cfg.to_json(),
+            "partition": self.partition.config(),
+            "mode": self.mode,
+        }
 
     def prepare(self, batch: Batch, info: DistInfo) -> tuple[Tensor, ...]:
         labels = torch.from_numpy(self.partition.assign(batch.latlon))
@@ -201,10 +206,7 @@ class GeoClipObjective(nn.Module):
         img = self.model.image_features(x)
         q = self.queue[: self.queue_filled]
         gps_in = torch.cat([global_latlon, q]) if self.queue_filled else global_latlon
-        if self.freeze_location:
-            gps = self._frozen_gps(gps_in)
-        else:
-            gps = self.model.gps_features(gps_in)
+        gps = self._frozen_gps(gps_in) if self.freeze_location else self.model.gps_features(gps_in)
         logits = self.model.logit_scale.exp() * img @ gps.T
         target = torch.arange(x.shape[0]) + int(offset)
         loss = F.cross_entropy(logits, target)
@@ -286,5 +288,7 @@ def build_geosurge_objective(
     partition: S2Partition, input_dim: int, mode: str = "inbatch", proj_hidden: int = 0, embed_dim: int = 768
 ) -> GeoSurgeObjective:
     """A fresh GeoSURGE objective (seed torch before calling for reproducible initialisation)."""
-    cfg = GeoSurgeConfig(input_dim=input_dim, level_sizes=tuple(partition.sizes), embed_dim=embed_dim, proj_hidden=proj_hidden)
+    cfg = GeoSurgeConfig(
+        input_dim=input_dim, level_sizes=tuple(partition.sizes), embed_dim=embed_dim, proj_hidden=proj_hidden
+    )
     return GeoSurgeObjective(GeoSurge(cfg), partition, mode)

@@ -82,7 +82,9 @@ class ShardWriter:
         self.out_dir = Path(self.out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if (self.out_dir / "manifest.json").exists():
-            raise InputError("shard folder already complete (manifest.json exists); choose a new folder", path=self.out_dir)
+            raise InputError(
+                "shard folder already complete (manifest.json exists); choose a new folder", path=self.out_dir
+            )
 
     def add(self, ids: Iterable[str], latlon: NDArray[np.float64], emb: NDArray[np.float32]) -> None:
         """Append rows: ``ids`` (B,), ``latlon`` (B, 2) degrees (validated), ``emb`` (B, dim)."""
@@ -180,7 +182,9 @@ class ShardSet:
         t = schema.field("embedding").type
         if not pa.types.is_fixed_size_list(t) or t.list_size != self.dim:
             size = getattr(t, "list_size", "variable")
-            raise InputError(f"embedding width {size} does not match the manifest's dim {self.dim}", path=f, field="embedding")
+            raise InputError(
+                f"embedding width {size} does not match the manifest's dim {self.dim}", path=f, field="embedding"
+            )
 
     def read_shard(self, i: int) -> Batch:
         """All rows of shard ``i`` (validated coordinates)."""
@@ -203,7 +207,9 @@ class ShardSet:
             out.append(validate_latlon(ll, source=str(f), rows=np.arange(len(ll)) + 1))
         return np.concatenate(out)
 
-    def batches(self, batch_size: int, *, seed: int = 0, epoch: int = 0, shuffle: bool = True, drop_last: bool = True) -> Iterator[Batch]:
+    def batches(
+        self, batch_size: int, *, seed: int = 0, epoch: int = 0, shuffle: bool = True, drop_last: bool = True
+    ) -> Iterator[Batch]:
         """Yield batches for one epoch; the order depends only on ``(seed, epoch)``."""
         rng = np.random.default_rng([seed, epoch])
         order = rng.permutation(len(self.shards)) if shuffle else np.arange(len(self.shards))

@@ -71,7 +71,9 @@ def _rotation(a: NDArray[np.float64], b: NDArray[np.float64]) -> NDArray[np.floa
     return np.eye(3) + vx + vx @ vx / (1 + c)
 
 
-def location_features(coords: NDArray[np.float64], batch_size: int = 4096, progress: bool = False) -> NDArray[np.float32]:
+def location_features(
+    coords: NDArray[np.float64], batch_size: int = 4096, progress: bool = False
+) -> NDArray[np.float32]:
     """Normalised GeoCLIP location features ``(N, 512)`` of ``(N, 2)`` degrees (float32 input)."""
     from terraloc.encoders import load_location_encoder
 
@@ -88,7 +90,9 @@ def location_features(coords: NDArray[np.float64], batch_size: int = 4096, progr
     return out
 
 
-def cached_location_features(coords: NDArray[np.float64], cache_dir: Path, progress: bool = False) -> NDArray[np.float32]:
+def cached_location_features(
+    coords: NDArray[np.float64], cache_dir: Path, progress: bool = False
+) -> NDArray[np.float32]:
     """:func:`location_features` cached as ``.npy`` keyed by the coordinates' hash."""
     import hashlib
 
@@ -120,7 +124,9 @@ def synthesize(
             a, b = rng.choice(len(coords), 2, replace=False)
             if haversine_km(coords[a], coords[b]) > 3000:
                 break
-        inside = np.flatnonzero(haversine_km(coords, np.broadcast_to(coords[b], coords.shape)) <= spec.confusable_radius_km)
+        inside = np.flatnonzero(
+            haversine_km(coords, np.broadcast_to(coords[b], coords.shape)) <= spec.confusable_radius_km
+        )
         if inside.size:
             rot = _rotation(xyz[b], xyz[a])
             moved = from_unit_vectors(xyz[inside] @ rot.T)
@@ -175,11 +181,18 @@ def build_world(root: Path, spec: WorldSpec | None = None, progress: bool = Fals
     tmp = Path(root) / f".{spec.key()}.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
-    meta = {"synthetic": True, "world": spec.key(), "note": "SYNTHETIC embeddings: f(GeoCLIP location features) + noise"}
+    meta = {
+        "synthetic": True,
+        "world": spec.key(),
+        "note": "SYNTHETIC embeddings: f(GeoCLIP location features) + noise",
+    }
     for name, idx in (("train", train_idx), ("val", val_idx), ("test", np.sort(test_idx))):
         ids = [f"mp16-{i:06d}" for i in idx]
         write_shards(
-            ((ids[s : s + 16384], coords[idx[s : s + 16384]], emb[idx[s : s + 16384]]) for s in range(0, len(idx), 16384)),
+            (
+                (ids[s : s + 16384], coords[idx[s : s + 16384]], emb[idx[s : s + 16384]])
+                for s in range(0, len(idx), 16384)
+            ),
             tmp / name,
             spec.dim,
             shard_rows=16384,

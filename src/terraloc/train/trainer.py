@@ -54,7 +54,19 @@ class TrainConfig:
 
     def identity(self) -> dict[str, Any]:
         d = asdict(self)
-        for k in ("out_dir", "epochs", "resume", "progress", "tensorboard", "threads", "kill_at_step", "log_every", "max_steps", "checkpoint_every", "patience"):
+        for k in (
+            "out_dir",
+            "epochs",
+            "resume",
+            "progress",
+            "tensorboard",
+            "threads",
+            "kill_at_step",
+            "log_every",
+            "max_steps",
+            "checkpoint_every",
+            "patience",
+        ):
             d.pop(k)
         return d
 
@@ -114,7 +126,9 @@ def fit(
     model_dim = getattr(getattr(objective, "model", None), "cfg", None)
     in_dim = model_dim.input_dim if model_dim is not None else getattr(objective.model, "input_dim", train.dim)  # type: ignore[union-attr]
     if in_dim != train.dim:
-        raise InputError(f"shards have {train.dim}-d embeddings but the model expects {in_dim}", path=train.path, field="embedding")
+        raise InputError(
+            f"shards have {train.dim}-d embeddings but the model expects {in_dim}", path=train.path, field="embedding"
+        )
     if cfg.batch_size % info.world_size:
         raise InputError(f"batch size {cfg.batch_size} not divisible by {info.world_size} ranks", field="--batch-size")
     steps_per_epoch = train.steps_per_epoch(cfg.batch_size)
@@ -129,16 +143,31 @@ def fit(
     params = [p for p in objective.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=cfg.gamma)
-    state: dict[str, Any] = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_val": float("inf"), "best_epoch": -1, "bad_epochs": 0, "history": "[]", "stopped": False, "loss_sum": 0.0, "loss_n": 0}
+    state: dict[str, Any] = {
+        "epoch": 0,
+        "step_in_epoch": 0,
+        "global_step": 0,
+        "best_val": float("inf"),
+        "best_epoch": -1,
+        "bad_epochs": 0,
+        "history": "[]",
+        "stopped": False,
+        "loss_sum": 0.0,
+        "loss_n": 0,
+    }
 
     if last.exists():
         if not cfg.resume:
-            raise InputError("holds a previous run (last.pt); pass --resume to continue it or choose a new --out", path=out)
+            raise InputError(
+                "holds a previous run (last.pt); pass --resume to continue it or choose a new --out", path=out
+            )
         payload = torch.load(last, map_location="cpu", weights_only=True)
         stored = json.loads(payload.get("run_identity", "{}"))
         if stored != ident:
             diff = sorted(k for k in set(stored) | set(ident) if stored.get(k) != ident.get(k))
-            raise InputError(f"checkpoint was made with another configuration (differs in: {', '.join(diff)})", path=last)
+            raise InputError(
+                f"checkpoint was made with another configuration (differs in: {', '.join(diff)})", path=last
+            )
         objective.load_payload(payload)  # type: ignore[operator]
         objective.load_extra_state(payload["objective_state"])  # type: ignore[operator]
         opt.load_state_dict(payload["optimizer"])
@@ -179,8 +208,13 @@ def fit(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     progress = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        TextColumn("{task.fields[info]}"), disable=not (cfg.progress and info.is_main), transient=True,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"),
+        disable=not (cfg.progress and info.is_main),
+        transient=True,
     )
     train_time, train_samples = 0.0, 0
     objective.train()
