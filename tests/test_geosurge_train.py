@@ -205,3 +205,30 @@ def test_short_synthetic_training_learns(tmp_path: Path, shared: Path) -> None:
     assert res.history[-1]["val_loss"] < res.history[0]["val_loss"]
     assert acc > acc_base + 0.25, (acc_base, acc)
     assert (tmp_path / "run" / "metrics.csv").exists() and (tmp_path / "run" / "best.pt").exists()
+
+
+@pytest.mark.slow
+def test_embed_train_and_predict_with_geosurge_head(tmp_path: Path, shared: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    """Real photos → `terraloc embed` (tiny CLIP) → `terraloc train geosurge` → `terraloc predict --head geosurge`."""
+    photos = shared / "data" / "photos" / "osv5m" / "osv5m_photos.csv"
+    tiny = shared / "data" / "reference" / "geoclip_predict" / "tiny_clip"
+    r = cli("embed", "--photos", photos, "--out", tmp_path / "shards", "--backbone", tiny, "--batch-size", "16")
+    assert r.code == 0, r.err
+    s = ShardSet(tmp_path / "shards")
+    assert s.n_rows == 71 and s.dim == 768 and s.manifest["synthetic"] is False
+    r = cli(
+        "train", "geosurge", "--train", tmp_path / "shards", "--out", tmp_path / "run", "--tau-max", "40,10",
+        "--tau-min", "1", "--batch-size", "16", "--epochs", "2", "--no-progress", "--no-tensorboard",
+    )  # fmt: skip
+    assert r.code == 0, r.err
+    img = shared / "data" / "photos" / "osv5m" / "1105240373293389.jpg"
+    r = cli("predict", img, "--backbone", tiny, "--head", "geosurge", "--checkpoint", tmp_path / "run" / "last.pt",
+            "--format", "json", "--top-k", "3", "--no-places")  # fmt: skip
+    assert r.code == 0, r.err
+    import json
+
+    rec = json.loads(r.out.strip().splitlines()[0])
+    assert rec["model"]["head"] == "geosurge" and len(rec["candidates"]) == 3
+    r = cli("predict", img, "--backbone", "efficientnet-lite0", "--head", "geosurge", "--checkpoint",
+            tmp_path / "run" / "last.pt", "--format", "json", "--no-places")  # fmt: skip
+    assert r.code == 2 and "expects 768-d" in (r.err + r.out)

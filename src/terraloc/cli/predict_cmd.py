@@ -97,7 +97,13 @@ def predict_command(
         typer.Option(help="Backbone: a local folder, a model name (terraloc models list) or efficientnet-lite0."),
     ] = None,
     head: Annotated[
-        str | None, typer.Option(help="geoclip (GPS gallery) or refdb (reference photos, needs --db).")
+        str | None,
+        typer.Option(
+            help="geoclip (GPS gallery), refdb (reference photos, needs --db) or geosurge (needs --checkpoint)."
+        ),
+    ] = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option("--checkpoint", help="Trained GeoSURGE checkpoint (terraloc train geosurge).")
     ] = None,
     db: Annotated[Path | None, typer.Option("--db", help="Reference database folder (terraloc db build).")] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table, json (JSON Lines), csv or geojson.")] = "table",
@@ -132,7 +138,7 @@ def predict_command(
     if resume and fmt not in ("csv", "json"):
         raise InputError("--resume works with --format csv or json", field="resume")
     if head is None:
-        head = "refdb" if db is not None else "geoclip"
+        head = "refdb" if db is not None else ("geosurge" if checkpoint is not None else "geoclip")
     if backbone is None:
         if head == "refdb" and db is not None and (db / "manifest.json").exists():
             backbone = json.loads((db / "manifest.json").read_text())["backbone"]["id"]
@@ -152,6 +158,7 @@ def predict_command(
         backbone=backbone,
         head=head,
         refdb=str(db) if db is not None else None,
+        checkpoint=str(checkpoint) if checkpoint is not None else None,
         ten_crop=ten_crop,
         batch_size=batch_size,
         workers=workers,

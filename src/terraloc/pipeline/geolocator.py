@@ -56,6 +56,7 @@ class GeolocatorConfig:
     workers: int = 2
     places: bool = True
     reasoner: str | None = None
+    checkpoint: str | None = None  # trained GeoSURGE head (``terraloc train geosurge``), head="geosurge"
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -94,6 +95,7 @@ class Geolocator:
         self.backbone = backbone if backbone is not None else load_backbone(config.backbone)
         self._geoclip: Any = None
         self._db: Any = None
+        self._geosurge: Any = None
         if config.head == "geoclip":
             from terraloc.models.geoclip import GeoCLIP, GeoCLIPHead
 
@@ -106,8 +108,16 @@ class Geolocator:
             if config.ten_crop:
                 raise InputError("ten-crop is supported with the geoclip head only", field="ten_crop")
             self._db = ReferenceDatabase.load(config.refdb, backbone=self.backbone)
+        elif config.head == "geosurge":
+            from terraloc.models.geosurge import GeoSurgeHead
+
+            if not config.checkpoint:
+                raise InputError("the geosurge head needs a trained checkpoint (--checkpoint FILE)", field="checkpoint")
+            if config.ten_crop:
+                raise InputError("ten-crop is supported with the geoclip head only", field="ten_crop")
+            self._geosurge = GeoSurgeHead.from_checkpoint(config.checkpoint)
         else:
-            raise InputError(f"unknown head '{config.head}'; known: geoclip, refdb", field="head")
+            raise InputError(f"unknown head '{config.head}'; known: geoclip, refdb, geosurge", field="head")
         self.model_info = self._describe()
 
     @classmethod
@@ -127,6 +137,8 @@ class Geolocator:
             info["geoclip_head_hash"] = self._geoclip.head.weights_hash
             info["gallery"] = self.config.gallery
             info["ten_crop"] = self.config.ten_crop
+        if self._geosurge is not None:
+            info["geosurge"] = {"checkpoint": str(self.config.checkpoint), "cells": self._geosurge.partition.sizes}
         if self._db is not None:
             info["refdb"] = {"path": str(self._db.path), "n": len(self._db), "k": self.config.k_neighbors}
         return info
@@ -145,6 +157,19 @@ class Geolocator:
             return [
                 [(float(t.coords[i, j, 0]), float(t.coords[i, j, 1]), float(t.scores[i, j])) for j in range(top_k)]
                 for i in range(t.coords.shape[0])
+            ]
+        if self._geosurge is not None:
+            emb = self.backbone.embed_pixels(pixels).numpy()
+            if emb.shape[1] != self._geosurge.input_dim:
+                raise InputError(
+                    f"backbone gives {emb.shape[1]}-d embeddings but the GeoSURGE checkpoint expects "
+                    f"{self._geosurge.input_dim}-d (train it on shards from the same backbone)",
+                    field="checkpoint",
+                )
+            ll, pr = self._geosurge.predict(emb, top_k)
+            return [
+                [(float(ll[i, j, 0]), float(ll[i, j, 1]), float(pr[i, j])) for j in range(ll.shape[1])]
+                for i in range(ll.shape[0])
             ]
         from terraloc.search.refdb import ConsensusConfig, knn_consensus
 

@@ -45,51 +45,48 @@ def _rows(photos: Path, id_col: str) -> Iterator[tuple[str, Path, float, float, 
 
 
 def embed_photos(
-    photos: Path, out: Path, backbone: str, batch_size: int = 32, shard_rows: int = 16384, id_col: str = "path"
+    photos: Path,
+    out: Path,
+    backbone: str,
+    batch_size: int = 32,
+    shard_rows: int = 16384,
+    id_col: str = "path",
+    workers: int = 2,
 ) -> tuple[int, list[str]]:
     """Embed the photos listed in ``photos`` (CSV ``path,lat,lon``) into shards under ``out``.
+
+    Decoding and batching reuse the prediction engine (``iter_pixel_batches``: threaded JPEG
+    decoding, per-file errors); embeddings are the backbone's L2-normalised ``(N, D)`` float32.
 
     Returns:
         ``(rows written, one message per skipped photo)``.
     """
     api = _image_api()
+    from terraloc.encoders.image.batching import iter_pixel_batches
+
     model = api.load_backbone(backbone)
+    rows = list(_rows(photos, id_col))
+    if not rows:
+        raise InputError("no photo rows", path=photos)
+    meta = {
+        "embedding_model": getattr(model, "model_id", backbone),
+        "weights_hash": getattr(model, "weights_hash", ""),
+        "synthetic": False,
+    }
     writer: ShardWriter | None = None
     errors: list[str] = []
     n = 0
-    batch: list[tuple[str, Any, float, float]] = []
-
-    def flush() -> None:
-        nonlocal writer, n
-        if not batch:
-            return
-        emb = model.embed([b[1] for b in batch])
-        emb = emb.detach().cpu().numpy() if hasattr(emb, "detach") else np.asarray(emb)
-        if writer is None:
-            writer = ShardWriter(
-                out,
-                int(emb.shape[1]),
-                shard_rows,
-                {
-                    "embedding_model": getattr(model, "model_id", backbone),
-                    "weights_hash": getattr(model, "weights_hash", ""),
-                    "synthetic": False,
-                },
-            )
-        writer.add([b[0] for b in batch], np.array([[b[2], b[3]] for b in batch]), emb)
-        n += len(batch)
-        batch.clear()
-
-    for rid, path, lat, lon, line in _rows(photos, id_col):
-        try:
-            img = api.load_image(path)
-        except Exception as exc:  # per-file errors: report and continue
-            errors.append(f"{photos}, line {line}: {path}: {exc}")
+    for batch in iter_pixel_batches([r[1] for r in rows], model.preprocess, batch_size=batch_size, workers=workers):
+        for i, msg in sorted(batch.errors.items()):
+            errors.append(f"{photos}, line {rows[i][4]}: {msg}")
+        if not batch.indices:
             continue
-        batch.append((rid, img, lat, lon))
-        if len(batch) >= batch_size:
-            flush()
-    flush()
+        emb = model.embed_pixels(batch.pixels).numpy()
+        if writer is None:
+            writer = ShardWriter(out, int(emb.shape[1]), shard_rows, meta)
+        sel = [rows[i] for i in batch.indices]
+        writer.add([r[0] for r in sel], np.array([[r[2], r[3]] for r in sel]), emb)
+        n += len(sel)
     if writer is None:
         raise InputError("no photo could be embedded", path=photos)
     writer.close()
