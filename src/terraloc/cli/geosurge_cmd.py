@@ -225,7 +225,7 @@ def train_command(
 
             obj = GeoClipObjective(GeoClipModel(tr.dim, pretrained=pretrained), queue_size, freeze_location)  # type: ignore[assignment]
             if va is not None:
-                obj.set_gallery(tr.coords())  # type: ignore[attr-defined]
+                obj.set_gallery(tr.coords())  # type: ignore[attr-defined,operator]
         else:
             raise InputError(f"unknown objective '{objective}' (geosurge or geoclip)", field="OBJECTIVE")
         cfg = TrainConfig(

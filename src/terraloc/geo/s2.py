@@ -128,7 +128,8 @@ def range_min_max(cell_ids: ArrayLike) -> tuple[NDArray[np.uint64], NDArray[np.u
     """Inclusive ``(range_min, range_max)`` leaf-id ranges covered by each cell."""
     ids = np.asarray(cell_ids, dtype=np.uint64)
     low = ids & (~ids + np.uint64(1))
-    return ids - (low - np.uint64(1)), ids + (low - np.uint64(1))
+    span = low - np.uint64(1)
+    return np.asarray(ids - span, dtype=np.uint64), np.asarray(ids + span, dtype=np.uint64)
 
 
 def cell_tokens(cell_ids: ArrayLike) -> list[str]:

@@ -137,7 +137,7 @@ class GeoSurge(nn.Module):
                 c = cand[:, lv]
                 uniq = torch.unique(torch.cat([c[c >= 0], yl]))  # sorted distinct cells
                 logits = self.level_logits(fl, lv, uniq)
-                target = torch.searchsorted(uniq, yl)
+                target = torch.searchsorted(uniq, yl.contiguous())
             # Mean over the samples that have a cell at this level, counted over the *global*
             # batch: with DDP each rank holds len(labels)/len(cand) of it, and the mean of the
             # ranks' losses then equals the single-process loss of the global batch.

@@ -40,6 +40,7 @@ class GeoSurgeObjective(nn.Module):
     """
 
     kind = "geosurge"
+    ancestry: Tensor
 
     def __init__(self, model: GeoSurge, partition: S2Partition, mode: str = "inbatch") -> None:
         super().__init__()
@@ -146,6 +147,7 @@ class GeoClipObjective(nn.Module):
     """
 
     kind = "geoclip"
+    queue: Tensor
 
     def __init__(self, model: GeoClipModel, queue_size: int = 4096, freeze_location: bool = False) -> None:
         super().__init__()

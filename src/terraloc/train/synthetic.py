@@ -11,7 +11,9 @@ plus Gaussian noise::
 
 ``R_k`` is the rotation of the sphere taking the centre of region ``B_k`` to the centre of a far
 region ``A_k``: photos from ``B_k`` partly look like photos from ``A_k`` (confusable regions, as
-Scandinavian forests look Canadian). Everything this module writes is labelled synthetic
+Scandinavian forests look Canadian). The noise level (2.0) is chosen so that trained heads land
+in the accuracy range of real models (roughly 30-40% at 25 km, ~90% at 2500 km); with little
+noise the task is nearly solved by any head and the hierarchy has nothing to add. Everything this module writes is labelled synthetic
 (``"synthetic": true`` in the shard manifests).
 """
 
@@ -42,7 +44,7 @@ class WorldSpec:
     seed: int = 0
     dim: int = 768
     hidden: int = 1024
-    noise: float = 0.6
+    noise: float = 2.0
     n_confusable: int = 8
     confusable_radius_km: float = 800.0
     confusable_mix: float = 0.6
