@@ -179,19 +179,19 @@ def test_short_synthetic_training_learns(tmp_path: Path, shared: Path) -> None:
     from terraloc.train.synthetic import WorldSpec, load_mp16_coords, location_features, synthesize
     from terraloc.train.trainer import TrainConfig, fit
 
-    coords = load_mp16_coords()[::25][:4000]
-    spec = WorldSpec(n_confusable=2, confusable_radius_km=300)
+    coords = load_mp16_coords()[::37][:2500]
+    spec = WorldSpec(n_confusable=1, confusable_radius_km=300)
     emb, info = synthesize(coords, location_features(coords), spec)
     assert info["confusable_regions"]
-    write_shards([([str(i) for i in range(3500)], coords[:3500], emb[:3500])], tmp_path / "tr", 768)
-    write_shards([([str(i) for i in range(500)], coords[3500:], emb[3500:])], tmp_path / "va", 768)
+    write_shards([([str(i) for i in range(2000)], coords[:2000], emb[:2000])], tmp_path / "tr", 768)
+    write_shards([([str(i) for i in range(500)], coords[2000:], emb[2000:])], tmp_path / "va", 768)
     tr, va = ShardSet(tmp_path / "tr"), ShardSet(tmp_path / "va")
-    part = S2Partition.build(tr.coords(), (800, 300, 100), 10)
+    part = S2Partition.build(tr.coords(), (600, 200, 60), 8)
     one = part.select_levels([part.n_levels - 1])
     torch.manual_seed(0)
     untrained = build_geosurge_objective(one, 768)
-    base, _ = GeoSurgeHead(untrained.model, one).predict(emb[3500:], top_k=1)
-    acc_base = float(np.mean(haversine_km(base[:, 0], coords[3500:]) <= 2500))
+    base, _ = GeoSurgeHead(untrained.model, one).predict(emb[2000:], top_k=1)
+    acc_base = float(np.mean(haversine_km(base[:, 0], coords[2000:]) <= 2500))
     torch.manual_seed(0)
     obj = build_geosurge_objective(part, 768)
     res = fit(
@@ -200,9 +200,10 @@ def test_short_synthetic_training_learns(tmp_path: Path, shared: Path) -> None:
         va,
         TrainConfig(out_dir=tmp_path / "run", epochs=4, batch_size=256, lr=1e-3, progress=False, tensorboard=False),
     )
-    pred, _ = GeoSurgeHead(obj.model, part).predict(emb[3500:], top_k=1)
-    acc = float(np.mean(haversine_km(pred[:, 0], coords[3500:]) <= 2500))
+    pred, _ = GeoSurgeHead(obj.model, part).predict(emb[2000:], top_k=1)
+    acc = float(np.mean(haversine_km(pred[:, 0], coords[2000:]) <= 2500))
     assert res.history[-1]["val_loss"] < res.history[0]["val_loss"]
+    print(f"acc@2500km untrained {acc_base:.3f} trained {acc:.3f}")
     assert acc > acc_base + 0.25, (acc_base, acc)
     assert (tmp_path / "run" / "metrics.csv").exists() and (tmp_path / "run" / "best.pt").exists()
 

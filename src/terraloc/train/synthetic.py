@@ -13,8 +13,8 @@ plus Gaussian noise::
 region ``A_k``: photos from ``B_k`` partly look like photos from ``A_k`` (confusable regions, as
 Scandinavian forests look Canadian). The noise level (2.0) is chosen so that trained heads land
 in the accuracy range of real models (roughly 30-40% at 25 km, ~90% at 2500 km); with little
-noise the task is nearly solved by any head and the hierarchy has nothing to add. Everything this module writes is labelled synthetic
-(``"synthetic": true`` in the shard manifests).
+noise the task is nearly solved by any head and the hierarchy has nothing to add. Everything
+this module writes is labelled synthetic (``"synthetic": true`` in the shard manifests).
 """
 
 from __future__ import annotations
