@@ -232,6 +232,31 @@ class GeoSurgeHead:
         self.ancestry = torch.as_tensor(partition.ancestry, dtype=torch.int64)
         self.refiner = refiner
         self.model_id = "geosurge"
+        # Inference tables: all levels' normalised cell embeddings divided by their temperature,
+        # stacked into one (768, sum C_l) matrix so that scoring is a single matmul.
+        with torch.no_grad():
+            m = self.model
+            self._table = torch.cat(
+                [F.normalize(m.cells[lv], dim=-1) / m.temperature(lv) for lv in range(m.n_levels)]
+            ).T.contiguous()
+        self._offsets = np.cumsum([0, *partition.sizes])
+        self._flat_anc = (self.ancestry + torch.as_tensor(self._offsets[:-1])).contiguous()
+
+    @torch.no_grad()
+    def leaf_log_scores(self, x: Tensor) -> Tensor:
+        """``(N, D_in)`` → ``(N, C_leaf)`` hierarchical scores (same as ``GeoSurge.leaf_log_scores``)."""
+        logits = self.model.features(x) @ self._table
+        lp = torch.cat(
+            [
+                torch.log_softmax(logits[:, self._offsets[lv] : self._offsets[lv + 1]], dim=-1)
+                for lv in range(len(self._offsets) - 1)
+            ],
+            dim=1,
+        )
+        score = lp.index_select(1, self._flat_anc[:, 0])
+        for lv in range(1, self._flat_anc.shape[1]):
+            score += lp.index_select(1, self._flat_anc[:, lv])
+        return score
 
     @property
     def input_dim(self) -> int:
@@ -270,7 +295,7 @@ class GeoSurgeHead:
         out_p = np.zeros((x.shape[0], k))
         for s in range(0, x.shape[0], batch_size):
             xb = x[s : s + batch_size]
-            scores = self.model.leaf_log_scores(xb, self.ancestry)
+            scores = self.leaf_log_scores(xb)
             probs = torch.softmax(scores, dim=-1)
             p, idx = probs.topk(k, dim=-1)
             idx_np = idx.numpy()
