@@ -27,7 +27,7 @@ from terraloc.errors import InputError
 
 DEFAULT_SIZES = (100_000, 1_000_000, 5_000_000)
 DEFAULT_NOISE = (0.0, 0.1, 0.2, 0.25)
-DEFAULT_BACKENDS = ("flat", "hierarchical", "HNSW32", "IVF1024,Flat")
+DEFAULT_BACKENDS = ("flat", "hierarchical", "hierarchical@top=800,beam=8,leaf_beam=6", "HNSW32", "IVF1024,Flat")
 BASE_SIZE = 100_000
 JITTER_KM = 5.0
 BLOCK = 100_000
@@ -244,7 +244,7 @@ def run_benchmark(
         log(f"gallery {size:,}: {desc}")
         for be in backends:
             opts = dict(be.options)
-            if be.name == "hierarchical" and size < 800 * 4 and "top" not in opts:
+            if be.name == "hierarchical" and size < 100 * opts.get("top", 200):
                 opts["top"] = max(2, size // 100)  # tiny test galleries
             t0 = time.perf_counter()
             index = make_index(be.name, emb, **opts)

@@ -19,7 +19,7 @@ def bench_search(
             help="flat, hierarchical and FAISS factory strings, separated by ';' (or ','), "
             "with optional @params, e.g. 'flat;hierarchical@beam=8;IVF1024,Flat@nprobe=16'."
         ),
-    ] = "flat;hierarchical;HNSW32;IVF1024,Flat",
+    ] = "flat;hierarchical;hierarchical@top=800,beam=8,leaf_beam=6;HNSW32;IVF1024,Flat",
     queries: Annotated[int | None, typer.Option(help="Use only the first N Im2GPS3k locations.")] = None,
     single: Annotated[int, typer.Option(help="Queries timed one at a time for the single latency.")] = 100,
     as_json: Annotated[bool, typer.Option("--json", help='Print one JSON object {"runs": [...]}.')] = False,

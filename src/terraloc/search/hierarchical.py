@@ -140,8 +140,8 @@ class HierarchicalIndex(SearchIndex):
         embeddings: np.ndarray,
         params: dict[str, Any],
         *,
-        beam: int = 8,
-        leaf_beam: int | None = None,
+        beam: int = 32,
+        leaf_beam: int | None = 24,
         query_batch: int = 64,
         max_memory_mb: float = 2048,
         **_: Any,
@@ -168,9 +168,10 @@ class HierarchicalIndex(SearchIndex):
         cls,
         embeddings: np.ndarray,
         *,
-        top: int = 800,
+        top: int = 200,
         branching: int = 8,
-        depth: int = 2,
+        depth: int | None = None,
+        leaf_size: int = 16,
         niter: int = 20,
         seed: int = 0,
         **options: Any,
@@ -180,38 +181,35 @@ class HierarchicalIndex(SearchIndex):
         Args:
             top: top-level clusters (capped at ``N``).
             branching: maximum children per node below the top level.
-            depth: centroid levels (1 = top level only, then rows).
+            depth: centroid levels (1 = top level only, then rows); default: the fewest levels
+                (at least 2) whose deepest nodes hold about ``leaf_size`` rows or fewer.
+            leaf_size: target rows per deepest node when ``depth`` is not given.
             niter: k-means iterations per clustering.
             seed: k-means seed (builds are deterministic for a given seed).
             **options: search options (``beam``, ``leaf_beam``, ``query_batch``, ``max_memory_mb``).
         """
+        import faiss
+
+        n = int(embeddings.shape[0])
+        if depth is None:
+            depth = 2
+            while depth < 6 and n / (top * branching ** (depth - 1)) > leaf_size:
+                depth += 1
         if top < 1 or branching < 1 or depth < 1:
             raise InputError("top, branching and depth must be at least 1", field="hierarchical")
         t0 = time.perf_counter()
         x = np.ascontiguousarray(embeddings, dtype=np.float32)
-        n = len(x)
         # Each level is a list of nodes; a node is an array of gallery rows (in current order).
         c0, lab = _kmeans(x, min(top, n), niter=niter, seed=seed)
         groups = _split(np.arange(n), lab, len(c0))
         centroids = [c0]
-        offsets: list[NDArray[np.int64]] = []
-        for level in range(1, depth):
-            next_groups: list[NDArray[np.int64]] = []
-            next_centroids: list[NDArray[np.float32]] = []
-            counts = np.zeros(len(groups), dtype=np.int64)
-            for gi, rows in enumerate(groups):
-                kk = min(branching, max(1, len(rows) // 2))
-                if kk == 1:
-                    cc, sub = centroids[-1][gi : gi + 1], np.zeros(len(rows), dtype=np.int64)
-                else:
-                    cc, sub = _kmeans(x[rows], kk, niter=niter, seed=seed + level * 7919 + gi)
-                parts = _split(rows, sub, len(cc))
-                next_groups.extend(parts)
-                next_centroids.append(cc)
-                counts[gi] = len(parts)
-            offsets.append(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
-            centroids.append(np.concatenate(next_centroids).astype(np.float32))
-            groups = next_groups
+        # Thousands of small clusterings: one thread each (OpenMP start-up would dominate).
+        threads = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(1)
+        try:
+            groups, centroids, offsets = _subdivide(x, groups, centroids, depth, branching, niter, seed)
+        finally:
+            faiss.omp_set_num_threads(threads)
         sizes = np.array([len(g) for g in groups], dtype=np.int64)
         offsets.append(np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64))
         perm = np.concatenate(groups).astype(np.int64)
@@ -310,6 +308,37 @@ class HierarchicalIndex(SearchIndex):
             )
         params = {k: meta[k] for k in ("top", "branching", "depth", "niter", "seed")}
         return cls(centroids, offsets, perm, embeddings, params, **options)
+
+
+def _subdivide(
+    x: NDArray[np.float32],
+    groups: list[NDArray[np.int64]],
+    centroids: list[NDArray[np.float32]],
+    depth: int,
+    branching: int,
+    niter: int,
+    seed: int,
+) -> tuple[list[NDArray[np.int64]], list[NDArray[np.float32]], list[NDArray[np.int64]]]:
+    """Split every node into up to ``branching`` children, level by level, down to ``depth`` levels."""
+    offsets: list[NDArray[np.int64]] = []
+    for level in range(1, depth):
+        next_groups: list[NDArray[np.int64]] = []
+        next_centroids: list[NDArray[np.float32]] = []
+        counts = np.zeros(len(groups), dtype=np.int64)
+        for gi, rows in enumerate(groups):
+            kk = min(branching, max(1, len(rows) // 2))
+            if kk == 1:
+                cc, sub = centroids[-1][gi : gi + 1], np.zeros(len(rows), dtype=np.int64)
+            else:
+                cc, sub = _kmeans(x[rows], kk, niter=niter, seed=seed + level * 7919 + gi)
+            parts = _split(rows, sub, len(cc))
+            next_groups.extend(parts)
+            next_centroids.append(cc)
+            counts[gi] = len(parts)
+        offsets.append(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
+        centroids.append(np.concatenate(next_centroids).astype(np.float32))
+        groups = next_groups
+    return groups, centroids, offsets
 
 
 def _split(rows: NDArray[np.int64], labels: NDArray[np.int64], k: int) -> list[NDArray[np.int64]]:
