@@ -126,7 +126,8 @@ class FlatIndex(SearchIndex):
         self.block_rows = block_rows
         self._source = embeddings
         fits = self.size * self.dim * 4 <= max_memory_mb * 2**20
-        self._matrix = np.ascontiguousarray(embeddings, dtype=np.float32) if fits else None
+        # An owned, writable float32 copy in RAM (a read-only memmap cannot back a torch tensor).
+        self._matrix = np.array(embeddings, dtype=np.float32, order="C") if fits else None
         self.build_s = time.perf_counter() - t0
 
     @property
