@@ -304,7 +304,7 @@ def render_table(runs: list[dict[str, Any]]) -> Any:
         delta = min(r["accuracy"][t] - f["accuracy"][t] for t in r["accuracy"]) if f else None
         table.add_row(
             f"{r['gallery_size']:,}",
-            r["backend"] + ("@" + r["options"]["params"] if r["options"].get("params") else ""),
+            _label(r),
             f"{r['noise']:g}",
             f"{r['comparisons_per_query']:,.0f}",
             fewer,
@@ -316,6 +316,15 @@ def render_table(runs: list[dict[str, Any]]) -> Any:
             "–" if delta is None else f"{delta:+.1f}",
         )
     return table
+
+
+def _label(run: dict[str, Any]) -> str:
+    """Backend name with its non-default options (``IVF1024,Flat@nprobe=16``, ``hierarchical@top=800``)."""
+    opts = run.get("options") or {}
+    if "params" in opts:
+        return f"{run['backend']}@{opts['params']}" if opts["params"] else run["backend"]
+    extra = ",".join(f"{k}={v}" for k, v in opts.items())
+    return f"{run['backend']}@{extra}" if extra else run["backend"]
 
 
 def main(argv: list[str] | None = None) -> int:
