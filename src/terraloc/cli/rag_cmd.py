@@ -41,6 +41,7 @@ def rag_eval(
     n_far: Annotated[int, typer.Option("--farthest", help="Farthest references shown in each prompt.")] = 5,
     temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.0,
     max_tokens: Annotated[int, typer.Option(help="Generation limit per answer.")] = 128,
+    schema: Annotated[bool, typer.Option("--schema/--no-schema", help="Ask for schema-constrained JSON.")] = True,
     llm_weight: Annotated[float, typer.Option(help="Weight of each LLM answer in consensus.")] = 1.0,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the LLM response cache.")] = False,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals.")] = 1000,
@@ -80,6 +81,7 @@ def rag_eval(
         n_far=n_far,
         temperature=temperature,
         max_tokens=max_tokens,
+        schema=schema,
     )
     ccfg = ConsensusConfig(llm_weight=llm_weight)
     if backends:

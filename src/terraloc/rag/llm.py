@@ -246,7 +246,7 @@ class OpenAIChatClient:
                             self.cache.put(key, _entry(text, usage, time.perf_counter() - start, cache_body))
                         return ChatResult(text, None, False, time.perf_counter() - start, attempts, usage)
                     last_error, retryable = err, True
-                elif resp.status_code in (400, 422) and req.schema is not None and mode != "none":
+                elif _format_rejected(resp) and req.schema is not None and mode != "none":
                     # The server does not understand this response_format: fall back, remember, retry now.
                     with self._lock:
                         if len(self._modes) > 1 and self._modes[0] == mode:
@@ -289,6 +289,17 @@ class OpenAIChatClient:
 
     def chat(self, req: ChatRequest) -> ChatResult:
         return self.chat_many([req])[0]
+
+
+def _format_rejected(resp: Any) -> bool:
+    """Whether an error response says the server does not accept our ``response_format``.
+
+    OpenAI-style servers answer 400/422; llama-cpp-python's server answers 500 with a validation
+    error naming ``response_format``.
+    """
+    if resp.status_code in (400, 422):
+        return True
+    return resp.status_code >= 400 and "response_format" in resp.text
 
 
 def _entry(text: str, usage: dict[str, Any], seconds: float, request: dict[str, Any]) -> dict[str, Any]:
