@@ -38,8 +38,7 @@ def render_eval_table(result: object, title: str, compare: bool = False) -> Tabl
         )
     if compare:
         for r in published_for(result.benchmark):
-            name = f"{r.method} ({r.variant})" if r.variant else r.method
-            table.add_row(name, *[f"{r.accuracy[t]:.1f}" for t in th], "", "", style="dim")
+            table.add_row(r.label, *[f"{r.accuracy[t]:.1f}" for t in th], "", "", style="dim")
     return table
 
 
@@ -83,7 +82,13 @@ def eval_command(
         obj = result.to_json()
         if compare:
             obj["literature"] = [
-                {"method": r.method, "variant": r.variant, "accuracy": r.accuracy, "source": r.source}
+                {
+                    "method": r.method,
+                    "variant": r.variant,
+                    "accuracy": r.accuracy,
+                    "source": r.source,
+                    "second_hand": r.second_hand,
+                }
                 for r in published_for(result.benchmark)
             ]
         typer.echo(json.dumps(obj))
@@ -96,5 +101,7 @@ def eval_command(
     if result.extra_predictions:
         notes.append(f"{result.extra_predictions} prediction(s) for images outside the benchmark ignored")
     console.print("; ".join(notes))
+    if compare and any(r.second_hand for r in published_for(result.benchmark)):
+        console.print("† published figure read in a paper that cites it; sources in published_results.json")
     if out is not None:
         console.print(f"report written to {out}/ (metrics.json, report.md, error_cdf.png, error_map.png)")

@@ -125,9 +125,9 @@ def markdown_report(result: EvalResult, predictions: str) -> str:
     if rows:
         lines += ["", "Published results on this benchmark (authors' numbers, not recomputed):", "", head.rstrip()]
         for r in rows:
-            name = f"{r.method} ({r.variant})" if r.variant else r.method
-            lines.append(f"| {name} | " + " | ".join(f"{r.accuracy[t]:.1f}" for t in th) + " |")
-        lines += ["", "Sources:"] + [f"- {r.method}: {r.source}" for r in rows]
+            lines.append(f"| {r.label} | " + " | ".join(f"{r.accuracy[t]:.1f}" for t in th) + " |")
+        lines += ["", "† read in a paper that cites the original.", "", "Sources:"]
+        lines += [f"- {r.label}: {r.source}" for r in rows]
     lines += ["", "![error CDF](error_cdf.png)", "", "![error map](error_map.png)", ""]
     return "\n".join(lines)
 

@@ -1,0 +1,336 @@
+"""Gallery-search benchmark: comparisons, latency, build time, memory and accuracy per backend.
+
+Queries are the GeoCLIP location embeddings of the 2,997 Im2GPS3k ground-truth locations, clean
+and with Gaussian noise (``sigma`` per dimension) added before re-normalising; accuracy is that of
+the top-1 gallery point's coordinates against the ground truth (1/25/200/750/2500 km).
+
+Galleries: 100,000 is GeoCLIP's MP-16 gallery (:func:`default_gallery`); smaller sizes are seeded
+random subsets of it; larger ones are the 100K points followed by points sampled from them with
+~5 km Gaussian jitter, embedded once with the real encoder and cached as float16 under
+``home_dir()/galleries/`` (each size reuses the embeddings of the next smaller cached size).
+
+Run ``python -m terraloc.bench.search --help`` or ``terraloc bench search --help``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from terraloc.errors import InputError
+
+DEFAULT_SIZES = (100_000, 1_000_000, 5_000_000)
+DEFAULT_NOISE = (0.0, 0.1, 0.2, 0.25)
+DEFAULT_BACKENDS = ("flat", "hierarchical", "HNSW32", "IVF1024,Flat")
+BASE_SIZE = 100_000
+JITTER_KM = 5.0
+BLOCK = 100_000
+#: search-time parameters used unless a backend gives its own with ``SPEC@params``
+DEFAULT_FAISS_PARAMS = {"IVF": "nprobe=16", "HNSW": "efSearch=64"}
+_PREFIXES = ("IVF", "OPQ", "PCA", "IMI", "IDMap", "Pad", "RR", "L2norm")
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class Backend:
+    """One backend to benchmark: a spec for :func:`make_index` plus options."""
+
+    name: str
+    options: dict[str, Any]
+
+
+def parse_backends(text: str) -> list[Backend]:
+    """Parse ``--backends``: names separated by ``;`` (or ``,`` where unambiguous).
+
+    FAISS factory strings contain commas (``IVF1024,Flat``); with ``,`` as separator a component
+    following a prefix component (``IVF..``, ``OPQ..``, ``PCA..``) is joined back to it. Search
+    parameters follow ``@``: ``IVF4096,PQ64@nprobe=32``; hierarchical options as
+    ``hierarchical@beam=8,leaf_beam=6,top=800``.
+    """
+    parts = [p.strip() for p in (text.split(";") if ";" in text else _join_factory(text.split(",")))]
+    out: list[Backend] = []
+    for part in parts:
+        if not part:
+            continue
+        spec, _, params = part.partition("@")
+        spec = spec.strip()
+        if spec.lower() in ("flat", "hierarchical"):
+            spec = spec.lower()
+            opts: dict[str, Any] = {}
+            for kv in filter(None, params.split(",")):
+                key, _, value = kv.partition("=")
+                if not value:
+                    raise InputError(f"expected key=value in '{part}'", field="--backends")
+                opts[key.strip()] = _number(value.strip(), part)
+            out.append(Backend(spec, opts))
+        else:
+            if not params:
+                params = next((v for k, v in DEFAULT_FAISS_PARAMS.items() if k in spec), "")
+            out.append(Backend(spec, {"params": params} if params else {}))
+    if not out:
+        raise InputError("no backends given", field="--backends")
+    return out
+
+
+def _join_factory(tokens: list[str]) -> list[str]:
+    out: list[str] = []
+    for tok in tokens:
+        tok = tok.strip()
+        if out and out[-1].split("@")[0].split(",")[-1].startswith(_PREFIXES) and "@" not in out[-1]:
+            out[-1] = f"{out[-1]},{tok}"
+        else:
+            out.append(tok)
+    return out
+
+
+def _number(value: str, part: str) -> Any:
+    try:
+        return int(value)
+    except ValueError:
+        try:
+            return float(value)
+        except ValueError:
+            raise InputError(f"option value '{value}' in '{part}' is not a number", field="--backends") from None
+
+
+def parse_list(text: str, field: str, cast: Callable[[str], Any]) -> list[Any]:
+    """Parse a comma-separated list of numbers (``1e6`` and ``1_000_000`` accepted for sizes)."""
+    try:
+        values = [cast(t.strip().replace("_", "")) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise InputError(f"'{text}' is not a comma-separated list of numbers", field=field) from None
+    if not values:
+        raise InputError("empty list", field=field)
+    return values
+
+
+def _size(text: str) -> int:
+    value = float(text)
+    if value != int(value) or value < 1:
+        raise ValueError(text)
+    return int(value)
+
+
+def jittered_coords(base: NDArray[np.float64], size: int, *, jitter_km: float = JITTER_KM) -> NDArray[np.float64]:
+    """``(size, 2)`` coordinates: ``base`` itself, then points sampled from it with Gaussian jitter.
+
+    Deterministic and prefix-stable: the first ``m`` rows of a larger size equal those of size ``m``
+    (rows are generated in blocks of 100,000, each from its own seed).
+    """
+    from terraloc.geo.coords import normalize_lon
+
+    if size <= len(base):
+        return base[:size].copy()
+    blocks = [base]
+    for j, start in enumerate(range(len(base), size, BLOCK)):
+        m = min(BLOCK, size - start)
+        rng = np.random.default_rng([2024, j])  # whole blocks are drawn, then cut: prefix-stable
+        pick = base[rng.integers(0, len(base), BLOCK)][:m]
+        d = rng.normal(scale=jitter_km, size=(BLOCK, 2))[:m] / 111.195  # km -> degrees of latitude
+        lat = np.clip(pick[:, 0] + d[:, 0], -90.0, 90.0)
+        coslat = np.maximum(np.cos(np.radians(pick[:, 0])), 0.05)
+        lon = normalize_lon(pick[:, 1] + d[:, 1] / coslat)
+        blocks.append(np.stack([lat, lon], axis=1))
+    return np.concatenate(blocks)
+
+
+def bench_gallery(size: int, encoder: Any, log: Log) -> tuple[NDArray[np.float64], np.ndarray, str]:
+    """Coordinates ``(N, 2)``, embeddings ``(N, D)`` and a description of the gallery of ``size`` points."""
+    from terraloc.search.gallery import MANIFEST, Gallery, build_gallery, default_gallery, galleries_dir
+
+    if size < BASE_SIZE:
+        # A seeded random subset of GeoCLIP's gallery, embedded directly (tests need no 100K build).
+        import torch
+
+        from terraloc.encoders.geoclip_assets import geoclip_asset
+        from terraloc.search.gallery import read_coords_file
+
+        all_coords = read_coords_file(geoclip_asset("gps_gallery"))
+        rows = np.sort(np.random.default_rng(size).choice(len(all_coords), size, replace=False))
+        emb = encoder.encode(torch.from_numpy(all_coords[rows].astype(np.float32))).numpy()
+        return all_coords[rows], emb, f"random {size:,} of GeoCLIP's 100K gallery"
+    base = default_gallery(encoder)
+    if size == len(base):
+        return base.coords, base.embeddings, str(base.path)
+    out = galleries_dir() / f"bench-{size}-{encoder.encoder_id}-{encoder.weights_hash}-float16"
+    if (out / MANIFEST).exists():
+        g = Gallery.load(out, encoder)
+        return g.coords, g.embeddings, str(g.path)
+    # Reuse the largest smaller cached gallery's embeddings as this one's first rows.
+    prefix: np.ndarray = base.embeddings
+    for cand in sorted(galleries_dir().glob(f"bench-*-{encoder.encoder_id}-{encoder.weights_hash}-float16")):
+        m = int(cand.name.split("-")[1])
+        if m < size and m > len(prefix) and (cand / MANIFEST).exists():
+            prefix = Gallery.load(cand, encoder).embeddings
+    coords = jittered_coords(base.coords, size)
+    log(f"building the {size:,}-point gallery at {out} ({size - len(prefix):,} points to embed)")
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from terraloc.cli.app import err_console
+
+    with Progress(
+        TextColumn(f"embedding {size:,}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err_console
+    ) as bar:
+        task = bar.add_task("embed", total=size)
+        g = build_gallery(
+            coords,
+            encoder,
+            out,
+            dtype="float16",
+            prefix_embeddings=prefix,
+            reuse_existing=True,
+            overwrite=True,
+            progress=lambda d, t: bar.update(task, completed=d),
+            extra={"source": f"geoclip-100k + jitter {JITTER_KM} km", "jitter_km": JITTER_KM},
+        )
+    return g.coords, g.embeddings, str(g.path)
+
+
+def make_queries(encoder: Any, n_queries: int | None) -> tuple[NDArray[np.float64], NDArray[np.float32]]:
+    """Im2GPS3k ground truth ``(Q, 2)`` and its clean normalised location embeddings ``(Q, D)``."""
+    import torch
+
+    from terraloc.evaluate import load_benchmark
+
+    gt = load_benchmark("im2gps3k")
+    coords = gt.coords if n_queries is None else gt.coords[:n_queries]
+    emb = encoder.encode(torch.from_numpy(coords.astype(np.float32))).numpy()
+    return coords, emb
+
+
+def add_noise(emb: NDArray[np.float32], sigma: float, seed: int = 0) -> NDArray[np.float32]:
+    """``emb + sigma * N(0, 1)`` per dimension, re-normalised (seeded per sigma)."""
+    if sigma == 0:
+        return emb
+    rng = np.random.default_rng([seed, round(sigma * 1e6)])
+    x = emb + sigma * rng.standard_normal(emb.shape, dtype=np.float32)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def run_benchmark(
+    sizes: Sequence[int] = DEFAULT_SIZES,
+    noise: Sequence[float] = DEFAULT_NOISE,
+    backends: Sequence[Backend] | None = None,
+    *,
+    n_queries: int | None = None,
+    n_single: int = 100,
+    log: Log = lambda _msg: None,
+) -> list[dict[str, Any]]:
+    """Run every (size, backend, noise) combination; returns the ``runs`` list of the JSON output."""
+    from terraloc.encoders import load_location_encoder
+    from terraloc.evaluate.metrics import accuracy_table
+    from terraloc.geo.distance import haversine_km
+    from terraloc.search.index import make_index
+
+    backends = list(backends) if backends is not None else parse_backends(";".join(DEFAULT_BACKENDS))
+    for s in noise:
+        if not (0 <= s < 10):
+            raise InputError(f"noise {s} must be in [0, 10)", field="--noise")
+    encoder = load_location_encoder("geoclip")
+    gt, clean = make_queries(encoder, n_queries)
+    queries = {s: add_noise(clean, s) for s in noise}
+    runs: list[dict[str, Any]] = []
+    for size in sizes:
+        if size < 1:
+            raise InputError(f"gallery size {size} must be positive", field="--sizes")
+        coords, emb, desc = bench_gallery(size, encoder, log)
+        log(f"gallery {size:,}: {desc}")
+        for be in backends:
+            opts = dict(be.options)
+            if be.name == "hierarchical" and size < 800 * 4 and "top" not in opts:
+                opts["top"] = max(2, size // 100)  # tiny test galleries
+            t0 = time.perf_counter()
+            index = make_index(be.name, emb, **opts)
+            build_s = time.perf_counter() - t0
+            extra = index.describe() if hasattr(index, "describe") else {}
+            log(f"  {be.name}: built in {build_s:.1f} s")
+            for s in noise:
+                q = queries[s]
+                t0 = time.perf_counter()
+                res = index.search(q, 1)
+                batched = time.perf_counter() - t0
+                single_q = q[: max(1, min(n_single, len(q)))]
+                t0 = time.perf_counter()
+                for row in single_q:
+                    index.search(row[None, :], 1)
+                single = time.perf_counter() - t0
+                dist = haversine_km(gt, coords[res.indices[:, 0]])
+                acc = accuracy_table(dist)
+                run = {
+                    "gallery_size": int(size),
+                    "backend": be.name,
+                    "noise": float(s),
+                    "comparisons_per_query": round(float(res.comparisons_per_query), 1),
+                    "ms_per_query_batched": round(1e3 * batched / len(q), 4),
+                    "ms_per_query_single": round(1e3 * single / len(single_q), 4),
+                    "build_s": round(build_s, 2),
+                    "memory_mb": round(index.memory_bytes / 2**20, 1),
+                    "accuracy": {k: round(v, 1) for k, v in acc.items()},
+                    "queries": len(q),
+                    "options": {k: v for k, v in opts.items()},
+                }
+                if extra:
+                    run["tree"] = {k: extra[k] for k in ("level_sizes", "leaf_rows_mean", "leaf_rows_max")}
+                runs.append(run)
+                log(
+                    f"    noise {s}: {run['comparisons_per_query']:.0f} cmp/q, "
+                    f"{run['ms_per_query_batched']:.3f} ms/q batched, acc {run['accuracy']}"
+                )
+            del index
+    return runs
+
+
+def render_table(runs: list[dict[str, Any]]) -> Any:
+    """A Rich table of benchmark runs, with each run's accuracy change against flat search."""
+    from rich.table import Table
+
+    flat = {(r["gallery_size"], r["noise"]): r for r in runs if r["backend"] == "flat"}
+    table = Table(title="Gallery search (Im2GPS3k locations as queries, top-1)")
+    for col in ("gallery", "backend", "noise", "cmp/query", "fewer", "ms/q batched", "ms/q single", "build s", "MB"):
+        table.add_column(col, justify="left" if col == "backend" else "right")
+    for t in ("1", "25", "200", "750", "2500"):
+        table.add_column(f"{t} km", justify="right")
+    table.add_column("worst Δ vs flat", justify="right")
+    for r in runs:
+        f = flat.get((r["gallery_size"], r["noise"]))
+        fewer = f"{f['comparisons_per_query'] / r['comparisons_per_query']:.0f}x" if f else "–"
+        delta = min(r["accuracy"][t] - f["accuracy"][t] for t in r["accuracy"]) if f else None
+        table.add_row(
+            f"{r['gallery_size']:,}",
+            r["backend"] + ("@" + r["options"]["params"] if r["options"].get("params") else ""),
+            f"{r['noise']:g}",
+            f"{r['comparisons_per_query']:,.0f}",
+            fewer,
+            f"{r['ms_per_query_batched']:.3f}",
+            f"{r['ms_per_query_single']:.3f}",
+            f"{r['build_s']:.1f}",
+            f"{r['memory_mb']:.0f}",
+            *[f"{r['accuracy'][t]:.1f}" for t in ("1", "25", "200", "750", "2500")],
+            "–" if delta is None else f"{delta:+.1f}",
+        )
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m terraloc.bench.search``: the same command as ``terraloc bench search``."""
+    import sys
+
+    from terraloc.cli.app import main as cli_main
+
+    return cli_main(["bench", "search", *(sys.argv[1:] if argv is None else argv)])
+
+
+def to_json(runs: list[dict[str, Any]]) -> str:
+    """The ``--json`` object: ``{"runs": [...]}``."""
+    return json.dumps({"runs": runs})
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Geolocation heads on top of the encoders (GeoCLIP, GeoSURGE, fusion)."""

@@ -1,0 +1,320 @@
+"""Hierarchical gallery search: a k-means tree over the embeddings, searched by beam search.
+
+Build (FAISS spherical k-means at every level):
+
+1. cluster all ``N`` gallery embeddings into ``top`` groups (default 800);
+2. split every group into up to ``branching`` sub-groups, and those again, for ``depth`` centroid
+   levels in all (``depth=2`` gives 800 groups → ~6,400 sub-groups → points). A node with fewer than
+   ``2 * branching`` points gets fewer children (``n // 2``, at least one), so leaves are never split
+   into single points for nothing;
+3. the gallery rows are reordered so that every deepest node owns one contiguous run of rows.
+
+Nodes of a level are stored contiguously with CSR offsets into the next level, so the whole tree is a
+handful of flat arrays (saved as one ``.npz`` beside the gallery).
+
+Search (batched, vectorised over queries): score the query against all top-level centroids, keep the
+best ``beam`` nodes, score their children, keep the best ``beam`` again, ..., and finally score the
+gallery rows of the ``leaf_beam`` best deepest nodes (default ``beam``) exactly and return the top-k.
+Every centroid and row scored is counted in ``comparisons_per_query``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from terraloc.errors import InputError
+from terraloc.io import atomic_write
+from terraloc.search.index import SearchIndex, SearchResult
+
+FORMAT = "terraloc-hierarchical-v1"
+
+
+def _kmeans(x: NDArray[np.float32], k: int, *, niter: int, seed: int) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+    """Spherical k-means with FAISS: ``(n, D)`` → centroids ``(k', D)`` normalised, labels ``(n,)``.
+
+    Empty clusters are dropped (``k' <= k``) and labels renumbered.
+    """
+    import faiss
+
+    n, d = x.shape
+    if k <= 1 or n <= 1:
+        c = x.mean(axis=0, keepdims=True)
+        return _normalise(c), np.zeros(n, dtype=np.int64)
+    km = faiss.Kmeans(
+        d,
+        k,
+        niter=niter,
+        seed=seed,
+        spherical=True,
+        verbose=False,
+        min_points_per_centroid=1,
+        max_points_per_centroid=max(256, (n + k - 1) // k),
+    )
+    km.train(x)
+    _, labels = km.index.search(x, 1)
+    lab = labels[:, 0].astype(np.int64)
+    used = np.unique(lab)
+    remap = np.full(k, -1, dtype=np.int64)
+    remap[used] = np.arange(len(used))
+    # Recompute centroids as normalised means of their members (FAISS's are for the last iteration).
+    lab = remap[lab]
+    sums = np.zeros((len(used), d), dtype=np.float64)
+    np.add.at(sums, lab, x)
+    return _normalise(sums.astype(np.float32)), lab
+
+
+def _normalise(x: NDArray[np.float32]) -> NDArray[np.float32]:
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.maximum(n, 1e-12)).astype(np.float32)
+
+
+def _expand(starts: NDArray[np.int64], lens: NDArray[np.int64]) -> NDArray[np.int64]:
+    """Concatenate per-query ranges: ``(Q, B)`` starts/lengths → ``(Q, M)`` indices, ``-1`` padded."""
+    q, b = starts.shape
+    lens_f = lens.ravel()
+    total = int(lens_f.sum())
+    per_q = lens.sum(axis=1)
+    out = np.full((q, int(per_q.max()) if q else 0), -1, dtype=np.int64)
+    if total == 0:
+        return out
+    seg_start = np.cumsum(lens_f) - lens_f
+    within = np.arange(total) - np.repeat(seg_start, lens_f)
+    values = np.repeat(starts.ravel(), lens_f) + within
+    rows = np.repeat(np.repeat(np.arange(q), b), lens_f)
+    q_start = np.cumsum(per_q) - per_q
+    cols = np.arange(total) - np.repeat(q_start, per_q)
+    out[rows, cols] = values
+    return out
+
+
+def _score(q: NDArray[np.float32], table: NDArray[Any], idx: NDArray[np.int64]) -> NDArray[np.float32]:
+    """Cosine scores of ``(Q, D)`` queries with rows ``table[idx]`` ``(Q, M)``; ``-inf`` at ``-1``."""
+    valid = idx >= 0
+    vecs = np.asarray(table[np.where(valid, idx, 0)], dtype=np.float32)  # (Q, M, D)
+    s = np.matmul(vecs, q[:, :, None])[:, :, 0]
+    return np.where(valid, s, -np.inf).astype(np.float32)
+
+
+def _topk(scores: NDArray[np.float32], idx: NDArray[np.int64], k: int) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+    """Best ``k`` columns per row, sorted, ``(-inf, -1)`` where fewer than ``k`` are valid."""
+    m = scores.shape[1]
+    if m < k:
+        pad = k - m
+        scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+        idx = np.pad(idx, ((0, 0), (0, pad)), constant_values=-1)
+        m = k
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < m else np.arange(m)[None, :].repeat(len(scores), 0)
+    s = np.take_along_axis(scores, part, 1)
+    order = np.argsort(-s, axis=1, kind="stable")
+    part = np.take_along_axis(part, order, 1)
+    s = np.take_along_axis(scores, part, 1)
+    i = np.take_along_axis(idx, part, 1)
+    return s, np.where(np.isfinite(s), i, -1)
+
+
+class HierarchicalIndex(SearchIndex):
+    """k-means tree with beam search (see the module docstring).
+
+    Attributes:
+        centroids: per level, ``(n_l, D)`` float32 normalised centroids.
+        offsets: per level, ``(n_l + 1,)`` int64 CSR offsets of each node's children in the next
+            level (for the deepest level: into ``perm``).
+        perm: ``(N,)`` int64 gallery row of each position in leaf order.
+        params: build parameters (``top``, ``branching``, ``depth``, ``niter``, ``seed``).
+        beam: nodes kept per level at search time; ``leaf_beam``: deepest nodes whose rows are scored.
+    """
+
+    spec = "hierarchical"
+
+    def __init__(
+        self,
+        centroids: list[NDArray[np.float32]],
+        offsets: list[NDArray[np.int64]],
+        perm: NDArray[np.int64],
+        embeddings: np.ndarray,
+        params: dict[str, Any],
+        *,
+        beam: int = 8,
+        leaf_beam: int | None = None,
+        query_batch: int = 64,
+        max_memory_mb: float = 2048,
+        **_: Any,
+    ) -> None:
+        super().__init__(int(embeddings.shape[1]), int(embeddings.shape[0]))
+        if len(perm) != self.size:
+            raise InputError(f"tree covers {len(perm)} rows but the gallery has {self.size}")
+        if beam < 1 or (leaf_beam is not None and leaf_beam < 1):
+            raise InputError("beam must be at least 1", field="beam")
+        self.centroids = centroids
+        self.offsets = offsets
+        self.perm = perm
+        self.params = params
+        self.beam = int(beam)
+        self.leaf_beam = int(leaf_beam) if leaf_beam is not None else self.beam
+        self.query_batch = query_batch
+        fits = self.size * self.dim * 4 <= max_memory_mb * 2**20
+        # Rows in leaf order, so a leaf's rows are one contiguous block (fast gathers).
+        self._rows: np.ndarray = np.ascontiguousarray(np.asarray(embeddings, dtype=np.float32)[perm]) if fits else None  # type: ignore[assignment]
+        self._source = embeddings
+
+    @classmethod
+    def build(
+        cls,
+        embeddings: np.ndarray,
+        *,
+        top: int = 800,
+        branching: int = 8,
+        depth: int = 2,
+        niter: int = 20,
+        seed: int = 0,
+        **options: Any,
+    ) -> HierarchicalIndex:
+        """Cluster ``(N, D)`` normalised embeddings into a tree (see the module docstring).
+
+        Args:
+            top: top-level clusters (capped at ``N``).
+            branching: maximum children per node below the top level.
+            depth: centroid levels (1 = top level only, then rows).
+            niter: k-means iterations per clustering.
+            seed: k-means seed (builds are deterministic for a given seed).
+            **options: search options (``beam``, ``leaf_beam``, ``query_batch``, ``max_memory_mb``).
+        """
+        if top < 1 or branching < 1 or depth < 1:
+            raise InputError("top, branching and depth must be at least 1", field="hierarchical")
+        t0 = time.perf_counter()
+        x = np.ascontiguousarray(embeddings, dtype=np.float32)
+        n = len(x)
+        # Each level is a list of nodes; a node is an array of gallery rows (in current order).
+        c0, lab = _kmeans(x, min(top, n), niter=niter, seed=seed)
+        groups = _split(np.arange(n), lab, len(c0))
+        centroids = [c0]
+        offsets: list[NDArray[np.int64]] = []
+        for level in range(1, depth):
+            next_groups: list[NDArray[np.int64]] = []
+            next_centroids: list[NDArray[np.float32]] = []
+            counts = np.zeros(len(groups), dtype=np.int64)
+            for gi, rows in enumerate(groups):
+                kk = min(branching, max(1, len(rows) // 2))
+                if kk == 1:
+                    cc, sub = centroids[-1][gi : gi + 1], np.zeros(len(rows), dtype=np.int64)
+                else:
+                    cc, sub = _kmeans(x[rows], kk, niter=niter, seed=seed + level * 7919 + gi)
+                parts = _split(rows, sub, len(cc))
+                next_groups.extend(parts)
+                next_centroids.append(cc)
+                counts[gi] = len(parts)
+            offsets.append(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
+            centroids.append(np.concatenate(next_centroids).astype(np.float32))
+            groups = next_groups
+        sizes = np.array([len(g) for g in groups], dtype=np.int64)
+        offsets.append(np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64))
+        perm = np.concatenate(groups).astype(np.int64)
+        params = {"top": top, "branching": branching, "depth": depth, "niter": niter, "seed": seed}
+        idx = cls(centroids, offsets, perm, embeddings, params, **options)
+        idx.build_s = time.perf_counter() - t0
+        return idx
+
+    @property
+    def memory_bytes(self) -> int:
+        tree = sum(c.nbytes for c in self.centroids) + sum(o.nbytes for o in self.offsets) + self.perm.nbytes
+        return int(tree + (self._rows.nbytes if self._rows is not None else 0))
+
+    def describe(self) -> dict[str, Any]:
+        """Level sizes and leaf-size statistics (for docs and the benchmark)."""
+        leaf = np.diff(self.offsets[-1])
+        return {
+            **self.params,
+            "beam": self.beam,
+            "leaf_beam": self.leaf_beam,
+            "level_sizes": [len(c) for c in self.centroids],
+            "leaf_rows_mean": float(leaf.mean()),
+            "leaf_rows_max": int(leaf.max()),
+        }
+
+    def _search(self, q: NDArray[np.float32], k: int) -> SearchResult:
+        scores = np.empty((len(q), k), dtype=np.float32)
+        indices = np.empty((len(q), k), dtype=np.int64)
+        comparisons = 0
+        for s in range(0, len(q), self.query_batch):
+            qb = q[s : s + self.query_batch]
+            sc, ix, n_cmp = self._search_batch(qb, k)
+            scores[s : s + len(qb)] = sc
+            indices[s : s + len(qb)] = ix
+            comparisons += n_cmp
+        return SearchResult(scores, indices, comparisons / max(len(q), 1))
+
+    def _search_batch(self, q: NDArray[np.float32], k: int) -> tuple[NDArray[np.float32], NDArray[np.int64], int]:
+        top = self.centroids[0]
+        sim = q @ top.T
+        comparisons = sim.size
+        n_levels = len(self.centroids)
+        width = self.leaf_beam if n_levels == 1 else self.beam
+        nodes = np.broadcast_to(np.arange(len(top)), sim.shape)
+        _, beam = _topk(sim, np.ascontiguousarray(nodes), min(width, len(top)))
+        for level in range(1, n_levels):
+            off = self.offsets[level - 1]
+            valid = beam >= 0
+            b = np.where(valid, beam, 0)
+            cand = _expand(off[b], np.where(valid, off[b + 1] - off[b], 0))
+            s = _score(q, self.centroids[level], cand)
+            comparisons += int((cand >= 0).sum())
+            width = self.leaf_beam if level == n_levels - 1 else self.beam
+            _, beam = _topk(s, cand, min(width, cand.shape[1]))
+        off = self.offsets[-1]
+        valid = beam >= 0
+        b = np.where(valid, beam, 0)
+        pos = _expand(off[b], np.where(valid, off[b + 1] - off[b], 0))
+        if self._rows is not None:
+            s = _score(q, self._rows, pos)
+        else:
+            rows = np.where(pos >= 0, self.perm[np.maximum(pos, 0)], -1)
+            s = _score(q, self._source, rows)
+        comparisons += int((pos >= 0).sum())
+        sc, p = _topk(s, pos, k)
+        return sc, np.where(p >= 0, self.perm[np.maximum(p, 0)], -1), comparisons
+
+    def save(self, path: str | Path) -> None:
+        """Write the tree to one ``.npz`` atomically (the gallery rows are not copied)."""
+        arrays: dict[str, np.ndarray] = {"perm": self.perm}
+        for i, (c, o) in enumerate(zip(self.centroids, self.offsets, strict=True)):
+            arrays[f"centroids_{i}"] = c
+            arrays[f"offsets_{i}"] = o
+        meta = {"format": FORMAT, "count": self.size, "dim": self.dim, "levels": len(self.centroids), **self.params}
+        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+        with atomic_write(path, "wb") as fh:
+            np.savez(fh, **arrays)  # type: ignore[arg-type]
+
+    @classmethod
+    def load(cls, path: str | Path, embeddings: np.ndarray, **options: Any) -> HierarchicalIndex:
+        """Load a tree saved by :meth:`save` over the same gallery embeddings."""
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(bytes(z["meta"]).decode())
+                if meta.get("format") != FORMAT:
+                    raise InputError("not a terraloc hierarchical index", path=path)
+                levels = int(meta["levels"])
+                centroids = [z[f"centroids_{i}"] for i in range(levels)]
+                offsets = [z[f"offsets_{i}"] for i in range(levels)]
+                perm = z["perm"]
+        except (ValueError, KeyError, OSError) as exc:
+            raise InputError(f"unreadable hierarchical index ({exc})", path=path) from None
+        if meta["dim"] != embeddings.shape[1] or meta["count"] != embeddings.shape[0]:
+            raise InputError(
+                f"index built for {meta['count']} x {meta['dim']} embeddings, gallery is {embeddings.shape}", path=path
+            )
+        params = {k: meta[k] for k in ("top", "branching", "depth", "niter", "seed")}
+        return cls(centroids, offsets, perm, embeddings, params, **options)
+
+
+def _split(rows: NDArray[np.int64], labels: NDArray[np.int64], k: int) -> list[NDArray[np.int64]]:
+    """Group ``rows`` by ``labels`` (``0..k-1``), dropping empty groups, keeping label order."""
+    order = np.argsort(labels, kind="stable")
+    counts = np.bincount(labels, minlength=k)
+    parts = np.split(rows[order], np.cumsum(counts)[:-1])
+    return [p for p in parts if len(p)]

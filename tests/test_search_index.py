@@ -1,0 +1,138 @@
+"""Search backends agree with exact flat search on small random data; bad queries are refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from terraloc.errors import InputError
+from terraloc.search.index import FlatIndex, make_index
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(1)
+    centres = _unit(rng.normal(size=(50, 32)))
+    gallery = _unit(centres[rng.integers(0, 50, 4000)] + 0.05 * rng.normal(size=(4000, 32)))
+    queries = _unit(gallery[rng.integers(0, 4000, 100)] + 0.02 * rng.normal(size=(100, 32)))
+    return gallery, queries
+
+
+def _brute(gallery: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    return np.argsort(-(queries @ gallery.T), axis=1, kind="stable")[:, :k]
+
+
+def test_flat_is_exact(data: tuple[np.ndarray, np.ndarray]) -> None:
+    gallery, queries = data
+    idx = make_index("flat", gallery)
+    r = idx.search(queries, 5)
+    assert r.scores.shape == (100, 5) and r.scores.dtype == np.float32 and r.indices.dtype == np.int64
+    assert r.comparisons_per_query == 4000
+    np.testing.assert_array_equal(r.indices, _brute(gallery, queries, 5))
+    np.testing.assert_allclose(r.scores, np.take_along_axis(queries @ gallery.T, r.indices, 1), atol=1e-5)
+    assert (np.diff(r.scores, axis=1) <= 0).all()
+
+
+def test_flat_streamed_float16_matches_in_memory(data: tuple[np.ndarray, np.ndarray]) -> None:
+    gallery, queries = data
+    g16 = gallery.astype(np.float16)
+    a = FlatIndex(g16).search(queries, 7)
+    b = FlatIndex(g16, block_rows=999, max_memory_mb=0).search(queries, 7)
+    np.testing.assert_array_equal(a.indices, b.indices)
+    np.testing.assert_allclose(a.scores, b.scores, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("spec", "options", "min_recall"),
+    [
+        ("Flat", {}, 1.0),
+        ("HNSW16", {"ef_search": 64}, 0.95),
+        ("IVF32,Flat", {"nprobe": 8}, 0.9),
+    ],
+)
+def test_faiss_against_flat(data: tuple[np.ndarray, np.ndarray], spec: str, options: dict, min_recall: float) -> None:
+    gallery, queries = data
+    exact = make_index("flat", gallery).search(queries, 10)
+    idx = make_index(spec, gallery, **options)
+    r = idx.search(queries, 10)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(r.indices, exact.indices, strict=True)])
+    assert recall >= min_recall
+    # Top-1 agrees for (nearly) every query.
+    assert np.mean(r.indices[:, 0] == exact.indices[:, 0]) >= min_recall
+    if spec == "Flat":
+        assert r.comparisons_per_query == 4000
+    else:
+        assert 0 < r.comparisons_per_query < 4000  # approximate indexes compare with fewer vectors
+    assert idx.memory_bytes > 0
+
+
+def test_faiss_save_load(data: tuple[np.ndarray, np.ndarray], tmp_path: Path) -> None:
+    from terraloc.search.index import load_index
+
+    gallery, queries = data
+    idx = make_index("IVF16,Flat", gallery, nprobe=4)
+    idx.save(tmp_path / "i.faiss")
+    back = load_index(tmp_path / "i.faiss", gallery, expected_count=4000, nprobe=4)
+    np.testing.assert_array_equal(back.search(queries, 3).indices, idx.search(queries, 3).indices)
+    with pytest.raises(InputError, match="gallery has 10"):
+        load_index(tmp_path / "i.faiss", gallery, expected_count=10)
+
+
+def test_bad_queries_and_specs(data: tuple[np.ndarray, np.ndarray]) -> None:
+    gallery, queries = data
+    idx = make_index("flat", gallery)
+    bad = queries.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(InputError, match="query row 3 contains NaN"):
+        idx.search(bad, 1)
+    with pytest.raises(InputError, match="query dimension 16 does not match the gallery dimension 32"):
+        idx.search(queries[:, :16], 1)
+    with pytest.raises(InputError, match="larger than the gallery"):
+        idx.search(queries, 4001)
+    with pytest.raises(InputError, match="k must be a positive integer"):
+        idx.search(queries, 0)
+    with pytest.raises(InputError, match="all zeros"):
+        idx.search(np.zeros((2, 32)), 1)
+    with pytest.raises(InputError, match="FAISS factory"):
+        make_index("NotAnIndex99", gallery)
+    # A single (D,) query is accepted as (1, D); unnormalised queries are normalised.
+    r = idx.search(3 * queries[0], 2)
+    assert r.indices.shape == (1, 2)
+    np.testing.assert_array_equal(r.indices[0], idx.search(queries[:1], 2).indices[0])
+
+
+def test_hierarchical_recall_and_comparisons(data: tuple[np.ndarray, np.ndarray], tmp_path: Path) -> None:
+    from terraloc.search.hierarchical import HierarchicalIndex
+    from terraloc.search.index import load_index
+
+    gallery, queries = data
+    exact = make_index("flat", gallery).search(queries, 5)
+    idx = make_index("hierarchical", gallery, top=40, branching=4, depth=2, beam=4)
+    assert isinstance(idx, HierarchicalIndex)
+    info = idx.describe()
+    assert info["level_sizes"][0] == 40 and 40 < info["level_sizes"][1] <= 160
+    assert sorted(idx.perm.tolist()) == list(range(4000))  # every row in exactly one leaf
+    r = idx.search(queries, 5)
+    assert r.indices.shape == (100, 5) and (r.indices >= 0).all()
+    assert np.mean(r.indices[:, 0] == exact.indices[:, 0]) >= 0.95
+    # Comparisons: 40 centroids + 4 x <=4 children + rows of 4 leaves; far below the 4,000 of flat.
+    assert 40 < r.comparisons_per_query < 4000 / 5
+    np.testing.assert_allclose(r.scores, np.take_along_axis(queries @ gallery.T, r.indices, 1), atol=1e-5)
+    # A wider beam never finds worse top-1 scores on average and costs more comparisons.
+    wide = make_index("hierarchical", gallery, top=40, branching=4, depth=2, beam=16).search(queries, 5)
+    assert wide.scores[:, 0].mean() >= r.scores[:, 0].mean() - 1e-6
+    assert wide.comparisons_per_query > r.comparisons_per_query
+    # Save / load round trip gives identical results; deeper trees also work.
+    idx.save(tmp_path / "h.npz")
+    back = load_index(tmp_path / "h.npz", gallery, expected_count=4000, beam=4)
+    np.testing.assert_array_equal(back.search(queries, 5).indices, r.indices)
+    deep = make_index("hierarchical", gallery, top=10, branching=4, depth=3, beam=6).search(queries, 3)
+    assert np.mean(deep.indices[:, 0] == exact.indices[:, 0]) >= 0.8
+    with pytest.raises(InputError, match="gallery is"):
+        load_index(tmp_path / "h.npz", gallery[:100], expected_count=100)
