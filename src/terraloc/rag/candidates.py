@@ -179,9 +179,9 @@ class EmbeddingCandidateSource:
 class ReferenceDatabaseSource:
     """Adapter for a reference-photo database with ``.search(queries, k)`` / ``.farthest(queries, k)``.
 
-    The database (``terraloc.search.refdb.ReferenceDatabase``) returns a result with ``scores``
-    ``(Q, k)``, ``indices`` ``(Q, k)`` and exposes ``coords`` ``(N, 2)``; this adapter turns
-    those into candidates.
+    The database (``terraloc.search.refdb.ReferenceDatabase``) returns ``(scores, indices)``, each
+    ``(Q, k)`` (or a result with those attributes) and exposes ``coords`` ``(N, 2)``; this adapter
+    turns those into candidates.
     """
 
     def __init__(self, db: Any, farthest: bool = False) -> None:
@@ -191,9 +191,10 @@ class ReferenceDatabaseSource:
 
     def candidates(self, queries: NDArray[np.float32], k: int) -> list[list[Candidate]]:
         res = self.db.farthest(queries, k) if self.farthest else self.db.search(queries, k)
+        all_scores, all_idx = (res.scores, res.indices) if hasattr(res, "scores") else res
         coords = np.asarray(self.db.coords, dtype=np.float64)
         out: list[list[Candidate]] = []
-        for scores, idx in zip(np.asarray(res.scores), np.asarray(res.indices), strict=True):
+        for scores, idx in zip(np.asarray(all_scores), np.asarray(all_idx), strict=True):
             row = []
             for r, (s, j) in enumerate(zip(scores, idx, strict=True)):
                 if j < 0:  # FAISS pads missing results with -1
