@@ -118,3 +118,21 @@ def test_equal_earth_matches_geoclip_reference(shared) -> None:  # type: ignore[
     ref = np.load(shared / "data/reference/geoclip_location_encoder_reference.npz")
     got = equal_earth(ref["coords"].astype(np.float64))
     np.testing.assert_allclose(got, ref["projection"], atol=1e-5)
+
+
+def test_atomic_write_replaces_whole_file_and_keeps_normal_permissions(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import stat
+
+    from terraloc.io import atomic_write, atomic_write_text
+
+    target = tmp_path / "out.txt"
+    atomic_write_text(target, "first")
+    with pytest.raises(RuntimeError), atomic_write(target) as fh:
+        fh.write("partial")
+        raise RuntimeError("interrupted")
+    assert target.read_text() == "first"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]  # no temporary left behind
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask
