@@ -34,7 +34,9 @@ def test_predict_then_eval_on_all_shared_photos(shared, tmp_path: Path, cli, tin
     assert {"rank", "probability", "city", "admin1", "country", "weights_hash"} <= set(df.columns)
     r = cli("eval", "--predictions", out1, "--benchmark", "im2gps3k", "--json")
     assert r.code == 0, r.err
-    assert json.loads(r.out)["n"] == 2997 or json.loads(r.out)  # scored against the full benchmark file
+    res = json.loads(r.out)
+    assert res["n"] == 2997 and res["n_predicted"] == 300  # all 300 matched to the full benchmark file
+    assert res["extra_predictions"] == 0
 
     r = cli("predict", osv, "--backbone", tiny_clip, "--format", "csv", "--top-k", "1")
     assert r.code == 0, r.err
@@ -44,7 +46,7 @@ def test_predict_then_eval_on_all_shared_photos(shared, tmp_path: Path, cli, tin
     )  # fmt: skip
     assert r.code == 0, r.err
     res = json.loads(r.out)
-    assert res["coverage"] == pytest.approx(100.0)
+    assert res["coverage"] == pytest.approx(100.0) and res["n"] == 71
 
 
 def test_formats_map_and_resume(shared, tmp_path: Path, cli, tiny_clip: Path) -> None:  # type: ignore[no-untyped-def]

@@ -49,6 +49,7 @@ def test_rgb_jpeg_roundtrip(tmp_path: Path) -> None:
     assert load_image(np.zeros((5, 7, 3), np.uint8)).size == (7, 5)
 
 
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 @pytest.mark.parametrize(
     ("content", "message"),
     [
