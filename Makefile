@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml scripts/setup.sh scripts/
 SHARED ?= $(or $(TERRALOC_SHARED),../shared)
 export TERRALOC_SHARED := $(abspath $(SHARED))
 
-.PHONY: install demo test lint typecheck unit clean
+.PHONY: install demo test lint typecheck unit clean llm-models
 
 install: $(STAMP)
 
@@ -28,6 +28,10 @@ unit: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test: lint typecheck unit
+
+# Optional: the Qwen2.5-Coder-1.5B-Instruct GGUF (~1.1 GB) used by `terraloc rag eval --llm local`.
+llm-models: install
+	$(PY) -m terraloc rag models pull qwen2.5-1.5b
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

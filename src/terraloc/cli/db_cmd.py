@@ -23,7 +23,13 @@ def db_build(
     shard_size: Annotated[int, typer.Option(help="Photos per resumable shard.")] = 256,
     batch_size: Annotated[int, typer.Option(help="Images per backbone call.")] = 16,
     workers: Annotated[int, typer.Option(help="Decoding threads.")] = 2,
-    engine: Annotated[str, typer.Option(help="Embedding engine (local).")] = "local",
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="Embedding engine: local, or ray (Ray Data; starts a local cluster limited to --workers CPUs "
+            "unless RAY_ADDRESS is set)."
+        ),
+    ] = "local",
 ) -> None:
     """Embed geotagged photos into a FAISS index + Parquet table; photos without GPS are listed."""
     from terraloc.encoders.image import load_backbone

@@ -126,6 +126,12 @@ def predict_command(
     workers: Annotated[int, typer.Option(help="JPEG decoding threads.")] = 2,
     ten_crop: Annotated[bool, typer.Option(help="Average the logits of ten crops (geoclip head).")] = False,
     places: Annotated[bool, typer.Option(help="Add offline place names.")] = True,
+    reasoner: Annotated[
+        str | None, typer.Option(help="rag: reason over nearest/farthest references (refdb head; see docs/rag.md).")
+    ] = None,
+    llm: Annotated[
+        str | None, typer.Option(help="LLM for --reasoner rag: local[:NAME|:PATH.gguf] or http(s)://HOST/v1#MODEL.")
+    ] = None,
 ) -> None:
     """Predict where photos were taken: ranked locations with probabilities and place names.
 
@@ -177,6 +183,8 @@ def predict_command(
         batch_size=batch_size,
         workers=workers,
         places=places,
+        reasoner=reasoner,
+        llm=llm,
     )
     geo = Geolocator(config) if todo else None
 

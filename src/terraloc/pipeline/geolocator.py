@@ -40,7 +40,10 @@ class GeolocatorConfig:
         ten_crop: average the logits of ten crops (GeoCLIP head only).
         batch_size: images per backbone call; workers: decoding threads.
         places: add offline place names (city, admin1, country).
-        reasoner: reserved for a later LLM reasoning stage (``None``).
+        reasoner: ``None`` or ``"rag"``: rank the reference database's nearest and farthest
+            neighbours (and an LLM's answers, with ``llm``) by geo-consensus (refdb head only).
+        llm: LLM spec for the ``rag`` reasoner (``local:qwen2.5-1.5b``, ``http://HOST/v1#MODEL``).
+        farthest: farthest references handed to the reasoner.
     """
 
     backbone: str = "clip-vit-large-patch14"
@@ -59,6 +62,8 @@ class GeolocatorConfig:
     checkpoint: str | None = None  # trained GeoSURGE head (``terraloc train geosurge``), head="geosurge"
     fusion: str | None = None  # semantic-fusion checkpoint (``terraloc fusion train``), head="geosurge"
     segmenter: str = "tflite"  # segmentation provider for fusion (``tflite`` or ``oneformer:DIR``)
+    llm: str | None = None
+    farthest: int = 5
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -128,6 +133,17 @@ class Geolocator:
             self._geosurge = GeoSurgeHead.from_checkpoint(config.checkpoint)
         else:
             raise InputError(f"unknown head '{config.head}'; known: geoclip, refdb, geosurge", field="head")
+        self._reasoner: Any = None
+        if config.reasoner is not None:
+            if config.reasoner != "rag":
+                raise InputError(f"unknown reasoner '{config.reasoner}'; known: rag", field="reasoner")
+            if self._db is None:
+                raise InputError("the rag reasoner needs a reference database (--db DIR)", field="reasoner")
+            from terraloc.rag.pipeline_reasoner import RagReasoner
+
+            self._reasoner = RagReasoner(config.llm, n_far=config.farthest)
+        elif config.llm is not None:
+            raise InputError("--llm needs --reasoner rag", field="llm")
         self.model_info = self._describe()
 
     @classmethod
@@ -153,6 +169,8 @@ class Geolocator:
             info["geosurge"] = {"checkpoint": str(self.config.checkpoint), "cells": self._geosurge.partition.sizes}
         if self._db is not None:
             info["refdb"] = {"path": str(self._db.path), "n": len(self._db), "k": self.config.k_neighbors}
+        if getattr(self, "_reasoner", None) is not None:
+            info["reasoner"] = self._reasoner.describe()
         return info
 
     # ------------------------------------------------------------------ core
@@ -191,6 +209,17 @@ class Geolocator:
 
         emb = self.backbone.embed_pixels(pixels).numpy()
         sims, idx = self._db.search(emb, self.config.k_neighbors)
+        if self._reasoner is not None:
+            fsims, fidx = self._db.farthest(emb, self.config.farthest)
+            return [
+                self._reasoner.rank(
+                    f"query-{i}",
+                    (self._db.coords[idx[i]], sims[i]),
+                    (self._db.coords[fidx[i]], fsims[i]),
+                    top_k,
+                )
+                for i in range(emb.shape[0])
+            ]
         cfg = ConsensusConfig(self.config.k_neighbors, self.config.temperature, self.config.radius_km)
         out = []
         for i in range(emb.shape[0]):

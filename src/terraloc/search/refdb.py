@@ -156,6 +156,10 @@ def embed_photos(
     engines (e.g. ``"ray"``) are registered by other modules in :data:`ENGINES`.
     ``on_batch(indices, embeddings, errors)`` is called after every batch (for progress / shards).
     """
+    if engine == "ray" and "ray" not in ENGINES:
+        from terraloc.search.ray_engine import embed_ray
+
+        ENGINES["ray"] = embed_ray
     if engine not in ENGINES:
         raise InputError(f"unknown engine '{engine}'; known: {', '.join(ENGINES)}", field="engine")
     return ENGINES[engine](paths, backbone, batch_size=batch_size, workers=workers, on_batch=on_batch)
