@@ -38,17 +38,9 @@ def make_clip(spec: str, seed: int = 0) -> Any:
         )
         return CLIPVisionModel(cfg).eval()
     if low in ("vit-l-14-336", "vit-l/14-336", "vit-l-14"):
-        size = 224 if low == "vit-l-14" else 336
-        cfg = CLIPVisionConfig(
-            hidden_size=1024,
-            intermediate_size=4096,
-            num_hidden_layers=24,
-            num_attention_heads=16,
-            patch_size=14,
-            image_size=size,
-            hidden_act="quick_gelu",
-        )
-        return CLIPVisionModel(cfg).eval()
+        from terraloc.encoders.image.backbones import vit_l14_config
+
+        return CLIPVisionModel(vit_l14_config(224 if low == "vit-l-14" else 336)).eval()
     from terraloc.encoders.image import load_backbone
 
     bb = load_backbone(spec)

@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 
 from terraloc.config import shared_path
 from terraloc.errors import InputError
-from terraloc.evaluate.ids import image_key
+from terraloc.evaluate.ids import check_unique_ids, image_key
 from terraloc.evaluate.table import parse_float_column, read_csv, require_columns
 from terraloc.geo.coords import validate_latlon
 
@@ -92,19 +92,7 @@ def load_ground_truth_csv(
     lines = df["_line"].to_numpy()
     coords = validate_latlon(np.stack([lat, lon], axis=1), source=str(path), rows=lines)
     ids = df[id_col].str.strip().tolist()
-    keys = [image_key(i) for i in ids]
-    seen: dict[str, int] = {}
-    for key, raw, line in zip(keys, ids, lines, strict=True):
-        if raw == "":
-            raise InputError("empty image id", path=path, row=int(line), field=id_col)
-        if key in seen:
-            raise InputError(
-                f"duplicate image id '{raw}' (first on line {seen[key]})",
-                path=path,
-                row=int(line),
-                field=id_col,
-            )
-        seen[key] = int(line)
+    check_unique_ids(ids, lines, path, id_col, "image id")
     return GroundTruth(name=name or path.stem, ids=ids, coords=coords, path=path)
 
 

@@ -24,7 +24,7 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from terraloc.errors import InputError, MissingResourceError
-from terraloc.evaluate.ids import image_key
+from terraloc.evaluate.ids import check_unique_ids
 from terraloc.evaluate.table import parse_float_column, read_csv, require_columns
 from terraloc.geo.coords import validate_latlon
 
@@ -53,22 +53,6 @@ class Predictions:
 
     def __len__(self) -> int:
         return len(self.ids)
-
-
-def _check_unique(ids: list[str], lines: NDArray[np.int64], path: Path, col: str) -> None:
-    seen: dict[str, int] = {}
-    for raw, line in zip(ids, lines, strict=True):
-        if raw == "":
-            raise InputError("empty image id", path=path, row=int(line), field=col)
-        key = image_key(raw)
-        if key in seen:
-            raise InputError(
-                f"duplicate prediction for image '{raw}' (first on line {seen[key]})",
-                path=path,
-                row=int(line),
-                field=col,
-            )
-        seen[key] = int(line)
 
 
 def _split_geoestimation_trailer(df: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, dict[str, float]]:
@@ -113,7 +97,7 @@ def _read_geoestimation(df: pd.DataFrame, path: Path) -> Predictions:
     lines = data["_line"].to_numpy()
     coords = validate_latlon(np.stack([lat, lon], 1), source=str(path), rows=lines)
     ids = data["img_id"].str.strip().tolist()
-    _check_unique(ids, lines, path, "img_id")
+    check_unique_ids(ids, lines, path, "img_id", "prediction for image")
     return Predictions(ids, coords, path, "geoestimation", published)
 
 
@@ -138,7 +122,7 @@ def _read_terraloc_frame(df: pd.DataFrame, path: Path) -> Predictions:
     if has.any():
         validate_latlon(coords[has], source=str(path), rows=lines[has])
     ids = df["image"].str.strip().tolist()
-    _check_unique(ids, lines, path, "image")
+    check_unique_ids(ids, lines, path, "image", "prediction for image")
     return Predictions(ids, coords, path, "terraloc")
 
 

@@ -245,11 +245,11 @@ def _load_clip_folder(folder: Path, model_id: str) -> CLIPBackbone:
     return bb
 
 
-def random_vit_l14(image_size: int = 224) -> CLIPBackbone:
-    """CLIP ViT-L/14 vision tower (24 layers, width 1024, patch 14) with random weights."""
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+def vit_l14_config(image_size: int = 224) -> Any:
+    """``CLIPVisionConfig`` of OpenAI's ViT-L/14 (24 layers, width 1024, patch 14, projection 768)."""
+    from transformers import CLIPVisionConfig
 
-    cfg = CLIPVisionConfig(
+    return CLIPVisionConfig(
         hidden_size=1024,
         intermediate_size=4096,
         num_hidden_layers=24,
@@ -259,6 +259,13 @@ def random_vit_l14(image_size: int = 224) -> CLIPBackbone:
         projection_dim=768,
         hidden_act="quick_gelu",
     )
+
+
+def random_vit_l14(image_size: int = 224) -> CLIPBackbone:
+    """CLIP ViT-L/14 vision tower (24 layers, width 1024, patch 14) with random weights."""
+    from transformers import CLIPVisionModelWithProjection
+
+    cfg = vit_l14_config(image_size)
     torch.manual_seed(0)
     vm = CLIPVisionModelWithProjection(cfg)
     bb = CLIPBackbone(vm.vision_model, vm.visual_projection, Preprocess(size=image_size, crop=image_size), 768).eval()
