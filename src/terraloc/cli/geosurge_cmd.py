@@ -16,8 +16,8 @@ from terraloc.errors import InputError
 def _read_coords(path: Path, lat_col: str, lon_col: str):  # type: ignore[no-untyped-def]
     import numpy as np
 
-    from terraloc.evaluate.table import parse_float_column, read_csv, require_columns
     from terraloc.geo.coords import validate_latlon
+    from terraloc.table import parse_float_column, read_csv, require_columns
 
     df = read_csv(path, skip_comments=True)
     require_columns(df, [lat_col, lon_col], path)

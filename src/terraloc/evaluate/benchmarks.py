@@ -19,8 +19,8 @@ from numpy.typing import NDArray
 from terraloc.config import shared_path
 from terraloc.errors import InputError
 from terraloc.evaluate.ids import check_unique_ids, image_key
-from terraloc.evaluate.table import parse_float_column, read_csv, require_columns
 from terraloc.geo.coords import validate_latlon
+from terraloc.table import parse_float_column, read_csv, require_columns
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,8 @@ from numpy.typing import NDArray
 
 from terraloc.errors import InputError, MissingResourceError
 from terraloc.evaluate.ids import check_unique_ids
-from terraloc.evaluate.table import parse_float_column, read_csv, require_columns
 from terraloc.geo.coords import validate_latlon
+from terraloc.table import parse_float_column, read_csv, require_columns
 
 GEOESTIMATION_COLUMNS = ["img_id", "gt_lat", "predicted_lat", "gt_long", "predicted_long"]
 _PUBLISHED_THRESHOLDS = {"street": "1", "city": "25", "region": "200", "country": "750", "continent": "2500"}

@@ -215,8 +215,8 @@ def read_coords_file(path: str | Path) -> NDArray[np.float64]:
     Raises:
         InputError: naming the file, line and field of the first bad value.
     """
-    from terraloc.evaluate.table import parse_float_column, read_csv
     from terraloc.geo.coords import validate_latlon
+    from terraloc.table import parse_float_column, read_csv
 
     path = Path(path)
     if path.suffix == ".npy":

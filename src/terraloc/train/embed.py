@@ -31,8 +31,8 @@ def _image_api() -> Any:
 def _rows(photos: Path, id_col: str) -> Iterator[tuple[str, Path, float, float, int]]:
     import numpy as np
 
-    from terraloc.evaluate.table import parse_float_column, read_csv, require_columns
     from terraloc.geo.coords import validate_latlon
+    from terraloc.table import parse_float_column, read_csv, require_columns
 
     df = read_csv(photos)
     require_columns(df, ["path", "lat", "lon", id_col], photos)
