@@ -215,38 +215,28 @@ def create_app(settings: ServeSettings, loader: Callable[[], Predictor] | Predic
     )
     app.state.terraloc = state
 
-    # --- errors -----------------------------------------------------------------------------
-    @app.exception_handler(PayloadTooLarge)
-    async def _too_large(request: Request, exc: PayloadTooLarge) -> JSONResponse:
-        return _error(413, str(exc), request, {"Connection": "close"})
+    # --- errors: each user-facing exception maps to a status and extra headers -----------------
+    def _handler(status: int | None, headers: Callable[[Any], dict[str, str] | None]) -> Any:
+        async def handle(request: Request, exc: Exception) -> JSONResponse:
+            # status None: the exception carries its own (BadRequest and its subclasses)
+            code = status if status is not None else int(getattr(exc, "status", 400))
+            return _error(code, str(exc), request, headers(exc))
 
-    @app.exception_handler(FileTooLarge)
-    async def _file_too_large(request: Request, exc: FileTooLarge) -> JSONResponse:
-        return _error(413, str(exc), request, {"Connection": "close"})
+        return handle
 
-    @app.exception_handler(BadRequest)
-    async def _bad_request(request: Request, exc: BadRequest) -> JSONResponse:
-        return _error(exc.status, str(exc), request)
-
-    @app.exception_handler(UnsupportedMedia)
-    async def _unsupported(request: Request, exc: UnsupportedMedia) -> JSONResponse:
-        return _error(415, str(exc), request)
-
-    @app.exception_handler(UnprocessableImage)
-    async def _unprocessable(request: Request, exc: UnprocessableImage) -> JSONResponse:
-        return _error(422, str(exc), request)
-
-    @app.exception_handler(QueueFull)
-    async def _busy(request: Request, exc: QueueFull) -> JSONResponse:
-        return _error(503, str(exc), request, {"Retry-After": str(exc.retry_after)})
-
-    @app.exception_handler(NotReady)
-    async def _not_ready(request: Request, exc: NotReady) -> JSONResponse:
-        return _error(503, str(exc), request, {"Retry-After": "5"})
-
-    @app.exception_handler(Unauthorized)
-    async def _unauthorized(request: Request, exc: Unauthorized) -> JSONResponse:
-        return _error(401, str(exc), request, {"WWW-Authenticate": 'Bearer realm="terraloc"'})
+    close = {"Connection": "close"}
+    error_map: list[tuple[type[Exception], int | None, Callable[[Any], dict[str, str] | None]]] = [
+        (PayloadTooLarge, 413, lambda _e: close),
+        (FileTooLarge, 413, lambda _e: close),
+        (BadRequest, None, lambda _e: None),
+        (UnsupportedMedia, 415, lambda _e: None),
+        (UnprocessableImage, 422, lambda _e: None),
+        (QueueFull, 503, lambda e: {"Retry-After": str(e.retry_after)}),
+        (NotReady, 503, lambda _e: {"Retry-After": "5"}),
+        (Unauthorized, 401, lambda _e: {"WWW-Authenticate": 'Bearer realm="terraloc"'}),
+    ]
+    for exc_type, status, headers in error_map:
+        app.add_exception_handler(exc_type, _handler(status, headers))
 
     @app.exception_handler(ClientDisconnect)
     async def _gone(request: Request, exc: ClientDisconnect) -> Response:
