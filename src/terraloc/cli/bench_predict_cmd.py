@@ -27,7 +27,9 @@ def _photos(n: int) -> list[Any]:
     return files
 
 
-def bench_one(size: int, n_images: int, batch_size: int, workers: int, quantize: bool) -> dict[str, Any]:
+def bench_one(
+    size: int, n_images: int, batch_size: int, workers: int, quantize: bool, onnx: bool = False
+) -> dict[str, Any]:
     """Time GeoCLIP prediction (decode → preprocess → ViT-L/14 → MLP → 100K gallery → top-5 → places)."""
     import torch
 
@@ -63,28 +65,55 @@ def bench_one(size: int, n_images: int, batch_size: int, workers: int, quantize:
         "backbone_s": round(spent["backbone"], 3),
         "outside_backbone_share": round(1 - spent["backbone"] / total, 4),
     }
+    bb.features = inner  # type: ignore[method-assign]
+    pixels = bb.preprocess.batch([p if not isinstance(p, Path) else _load(p) for p in photos[:batch_size]])
+    with torch.inference_mode():
+        fp = _time_backbone(bb, pixels)
+        ref = torch.nn.functional.normalize(bb.features(pixels), dim=-1)
+    row["fp32_backbone_images_per_s"] = round(pixels.shape[0] / fp, 3)
+    if onnx:
+        row.update(_onnx_row(bb, pixels, size, fp, ref))
     if quantize:
-        bb.features = inner  # type: ignore[method-assign]
-        pixels = bb.preprocess.batch([p if not isinstance(p, Path) else _load(p) for p in photos[:batch_size]])
         with torch.inference_mode():
-            fp = _time_backbone(bb, pixels)
             import warnings
 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 qbb = torch.ao.quantization.quantize_dynamic(bb, {torch.nn.Linear}, dtype=torch.qint8)
             q = _time_backbone(qbb, pixels)
-            a = torch.nn.functional.normalize(bb.features(pixels), dim=-1)
             b = torch.nn.functional.normalize(qbb.features(pixels), dim=-1)
         row.update(
             {
-                "fp32_backbone_images_per_s": round(pixels.shape[0] / fp, 3),
                 "int8_dynamic_backbone_images_per_s": round(pixels.shape[0] / q, 3),
                 "int8_speedup": round(fp / q, 3),
-                "int8_min_cosine_to_fp32": round(float((a * b).sum(-1).min()), 5),
+                "int8_min_cosine_to_fp32": round(float((ref * b).sum(-1).min()), 5),
             }
         )
     return row
+
+
+def _onnx_row(bb: Any, pixels: Any, size: int, fp: float, ref: Any) -> dict[str, Any]:
+    """Export the backbone to ONNX in a temporary folder and time it with ONNX Runtime (same batch)."""
+    import tempfile
+
+    import torch
+
+    from terraloc.encoders.image.onnx_runtime import OnnxFeatures, export_features
+
+    with tempfile.TemporaryDirectory(prefix="terraloc-onnx-") as tmp:
+        t = time.perf_counter()
+        path = export_features(bb, Path(tmp) / "backbone.onnx", size)
+        export_s = time.perf_counter() - t
+        sess = OnnxFeatures(path)
+        sess.features(pixels[:1])  # warm-up: first run allocates and plans
+        o = _time_backbone(sess, pixels)
+        b = torch.nn.functional.normalize(sess.features(pixels), dim=-1)
+    return {
+        "onnx_export_s": round(export_s, 1),
+        "onnxruntime_backbone_images_per_s": round(pixels.shape[0] / o, 3),
+        "onnxruntime_speedup": round(fp / o, 3),
+        "onnxruntime_min_cosine_to_fp32": round(float((ref * b).sum(-1).min()), 6),
+    }
 
 
 def _load(p: Path) -> Any:
@@ -109,6 +138,9 @@ def bench_predict(
     batch_size: Annotated[int, typer.Option(help="Images per backbone call.")] = 8,
     workers: Annotated[int, typer.Option(help="Decoding threads.")] = 2,
     quantize: Annotated[bool, typer.Option(help="Also compare int8 dynamic quantisation of the backbone.")] = True,
+    onnx: Annotated[
+        bool, typer.Option(help="Also export the backbone to ONNX and time it with ONNX Runtime (extra 'onnx').")
+    ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """GeoCLIP prediction throughput with the real ViT-L/14 architecture (random weights time the same).
@@ -116,16 +148,16 @@ def bench_predict(
     Reports images/s end to end (JPEG decode → top-5 with place names) and the share of the time
     spent outside the backbone; optionally int8 dynamic quantisation of the backbone's Linear layers.
     """
+    try:
+        import onnxruntime
+
+        ort = f"onnxruntime {onnxruntime.__version__}" + ("" if onnx else " (not measured: --no-onnx)")
+    except ImportError:
+        ort, onnx = "not installed (pip install 'terraloc[onnx]'): not measured", False
     rows = []
     for s in [int(x) for x in sizes.split(",") if x.strip()]:
         err_console.print(f"measuring ViT-L/14 at {s} px on {images} images ...", markup=False, style="dim")
-        rows.append(bench_one(s, images, batch_size, workers, quantize))
-    try:
-        import onnxruntime  # noqa: F401
-
-        ort = "installed (not measured)"
-    except ImportError:
-        ort = "not installed in this environment: not measured"
+        rows.append(bench_one(s, images, batch_size, workers, quantize, onnx))
     result = {"benchmark": "predict", "model": "GeoCLIP head on CLIP ViT-L/14 (random weights)", "rows": rows,
               "onnxruntime": ort}  # fmt: skip
     if as_json:
@@ -145,6 +177,9 @@ def bench_predict(
         ("int8 backbone img/s", "int8_dynamic_backbone_images_per_s"),
         ("int8 speed-up", "int8_speedup"),
         ("int8 min cos", "int8_min_cosine_to_fp32"),
+        ("ORT backbone img/s", "onnxruntime_backbone_images_per_s"),
+        ("ORT speed-up", "onnxruntime_speedup"),
+        ("ORT min cos", "onnxruntime_min_cosine_to_fp32"),
     ]
     for name, _ in cols:
         t.add_column(name, justify="right")

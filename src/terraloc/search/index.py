@@ -221,8 +221,19 @@ class FaissIndex(SearchIndex):
 
     @property
     def memory_bytes(self) -> int:
+        """Serialised size; for IVF indexes over 256 MB of codes, codes + ids + coarse quantizer.
+
+        (Serialising a multi-GB index only to measure it would double the peak memory.)
+        """
         import faiss
 
+        try:
+            ivf = faiss.extract_index_ivf(self.index)
+        except RuntimeError:
+            ivf = None
+        if ivf is not None and ivf.ntotal * ivf.code_size > 256 * 2**20:
+            codes = int(ivf.ntotal) * (int(ivf.code_size) + 8)  # codes + int64 ids
+            return codes + int(faiss.serialize_index(ivf.quantizer).nbytes)
         return int(faiss.serialize_index(self.index).nbytes)
 
     def _search(self, q: NDArray[np.float32], k: int) -> SearchResult:
