@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import warnings
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,8 @@ def export_features(backbone: Any, path: str | Path, image_size: int) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     example = torch.zeros(2, 3, image_size, image_size)
     batch = torch.export.Dim("batch", min=1, max=1024)
+    # The exporter warns about every torchvision operator it cannot register (we never use them).
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     # The exporter reports its steps on stdout; keep stdout for the command's own output.
     with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
