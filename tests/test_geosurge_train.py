@@ -233,3 +233,24 @@ def test_embed_train_and_predict_with_geosurge_head(tmp_path: Path, shared: Path
     r = cli("predict", img, "--backbone", "efficientnet-lite0", "--head", "geosurge", "--checkpoint",
             tmp_path / "run" / "last.pt", "--format", "json", "--no-places")  # fmt: skip
     assert r.code == 2 and "expects 768-d" in (r.err + r.out)
+
+
+@pytest.mark.parametrize("batch_size", [7, 64, 500, 600])
+def test_batches_follow_the_seeded_order_without_loss(tmp_path: Path, batch_size: int) -> None:
+    """Batches = the rows of the shards in seeded order, each shard permuted, cut into batches."""
+    data = make_shards(tmp_path / "d", n=1100, shard_rows=230)  # shards of 230, 230, ..., 180 rows
+    s = ShardSet(data)
+    rng = np.random.default_rng([3, 2])
+    order = rng.permutation(len(s.shards))
+    ref = [s.read_shard(int(i)) for i in order]
+    ref_ids = np.concatenate([b.ids[rng.permutation(len(b))] for b in ref])
+    got = list(s.batches(batch_size, seed=3, epoch=2))
+    assert all(len(b) == batch_size and b.emb.flags.c_contiguous for b in got)
+    flat = np.concatenate([b.ids for b in got])
+    np.testing.assert_array_equal(flat, ref_ids[: len(flat)])
+    assert len(flat) == (1100 // batch_size) * batch_size
+    tail = list(s.batches(batch_size, shuffle=False, drop_last=False))
+    np.testing.assert_array_equal(np.concatenate([b.ids for b in tail]), [f"s{i}" for i in range(1100)])
+    byid = {i: e for b in tail for i, e in zip(b.ids, b.emb, strict=True)}
+    for b in got[:3]:
+        np.testing.assert_array_equal(b.emb, np.stack([byid[i] for i in b.ids]))

@@ -185,6 +185,14 @@ def train_command(
     tensorboard: Annotated[bool, typer.Option("--tensorboard/--no-tensorboard")] = True,
     kill_at_step: Annotated[int, typer.Option("--kill-at-step", hidden=True)] = 0,
     dtype: Annotated[str, typer.Option("--dtype", help="float32, or float64 for equivalence checks.")] = "float32",
+    optimizer: Annotated[
+        str,
+        typer.Option(
+            "--optimizer",
+            help="adamw (exact, default) or lazy-adamw (GeoSURGE in-batch: update only the embedding rows of "
+            "the batch's cells; an approximation, single process).",
+        ),
+    ] = "adamw",
 ) -> None:
     """Train a GeoSURGE or GeoCLIP head on embedding shards (torchrun-aware)."""
     import torch
@@ -245,6 +253,7 @@ def train_command(
             threads=threads,
             kill_at_step=kill_at_step,
             dtype=dtype,
+            optimizer=optimizer,
         )
         res = fit(obj, tr, va, cfg, info)
         if info.is_main:

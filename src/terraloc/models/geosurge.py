@@ -77,6 +77,9 @@ class GeoSurge(nn.Module):
             [nn.Parameter(torch.randn(c, cfg.embed_dim) / math.sqrt(cfg.embed_dim)) for c in cfg.level_sizes]
         )
         self.log_temperature = nn.Parameter(torch.full((len(cfg.level_sizes),), math.log(cfg.temperature_init)))
+        #: In-batch loss gives the tables sparse gradients (rows of the batch's cells only); set by
+        #: the trainer for the opt-in lazy AdamW, never by default.
+        self.sparse_tables = False
 
     @property
     def n_levels(self) -> int:
@@ -104,6 +107,12 @@ class GeoSurge(nn.Module):
     ) -> tuple[Tensor, list[float]]:
         """Sum over levels of the per-level InfoNCE.
 
+        All levels' candidate cells (normalised, each divided by its level's temperature) are
+        stacked into one ``(sum_l U_l, 768)`` matrix so that the logits of every level come from a
+        single ``(B, 768) @ (768, sum_l U_l)`` product (one large matmul is faster on a CPU than
+        seven small ones; dividing the ``U`` rows by ``T_l`` is cheaper than dividing the
+        ``B x U`` logits). Mathematically this is ``cos(f, e_c) / T_l`` per level, as before.
+
         Args:
             x: ``(B, D_in)`` visual embeddings.
             labels: ``(B, L)`` int64 cell index per level, ``-1`` where the sample has no cell
@@ -120,32 +129,47 @@ class GeoSurge(nn.Module):
             raise ValueError(f"unknown InfoNCE mode '{mode}'")
         f = self.features(x)
         total = f.new_zeros(())
-        per_level: list[float] = []
         cand = labels if candidate_labels is None else candidate_labels
+        blocks: list[Tensor] = []
+        # (level, kept rows or None for all, target columns, width of the level's block)
+        plan: list[tuple[int, Tensor | None, Tensor, int]] = []
         for lv in range(self.n_levels):
             y = labels[:, lv]
             keep = y >= 0
             if not bool(keep.any()):
-                per_level.append(float("nan"))
                 total = total + 0.0 * self.cells[lv].sum()  # keep every table in the graph (DDP)
                 continue
-            fl, yl = (f, y) if bool(keep.all()) else (f[keep], y[keep])
+            rows, yl = (None, y) if bool(keep.all()) else (keep, y[keep])
             if mode == "full":
-                logits = self.level_logits(fl, lv)
+                table = self.cells[lv]
                 target = yl
             else:
                 c = cand[:, lv]
                 uniq = torch.unique(torch.cat([c[c >= 0], yl]))  # sorted distinct cells
-                logits = self.level_logits(fl, lv, uniq)
+                # sparse=True gives the table a sparse (touched rows only) gradient; only the
+                # opt-in lazy AdamW (terraloc.train.optim.LazyAdamW) asks for it.
+                table = F.embedding(uniq, self.cells[lv], sparse=self.sparse_tables)
                 target = torch.searchsorted(uniq, yl.contiguous())
+            blocks.append(F.normalize(table, dim=-1) / self.temperature(lv))
+            plan.append((lv, rows, target, table.shape[0]))
+        per_level = [float("nan")] * self.n_levels
+        if not blocks:
+            return total, per_level
+        logits = f @ torch.cat(blocks).T  # (B, sum of the levels' candidate counts)
+        # split (not slicing): its backward is one concatenation, where slicing would zero-fill a
+        # full (B, sum U) gradient per level.
+        parts = logits.split([w for *_, w in plan], dim=1)
+        for (lv, rows, target, _), lg in zip(plan, parts, strict=True):
+            if rows is not None:
+                lg = lg[rows]
             # Mean over the samples that have a cell at this level, counted over the *global*
             # batch: with DDP each rank holds len(labels)/len(cand) of it, and the mean of the
             # ranks' losses then equals the single-process loss of the global batch.
             kept_global = int((cand[:, lv] >= 0).sum())
             denom = kept_global * len(labels) / len(cand)
-            li = F.cross_entropy(logits, target, reduction="sum") / denom
+            li = F.cross_entropy(lg, target, reduction="sum") / denom
             total = total + li
-            per_level.append(float(li.detach()))
+            per_level[lv] = float(li.detach())
         return total, per_level
 
     @torch.no_grad()

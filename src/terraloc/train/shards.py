@@ -34,9 +34,9 @@ REQUIRED_COLUMNS = ("id", "lat", "lon", "embedding")
 
 @dataclass
 class Batch:
-    """One batch: ``ids`` (B,), ``latlon`` (B, 2) degrees, ``emb`` (B, D) float32."""
+    """One batch: ``ids`` (B,) ``str`` objects, ``latlon`` (B, 2) degrees, ``emb`` (B, D) float32 (C order)."""
 
-    ids: NDArray[np.str_]
+    ids: NDArray[Any]
     latlon: NDArray[np.float64]
     emb: NDArray[np.float32]
 
@@ -143,6 +143,14 @@ def write_shards(
     return w.close()
 
 
+def _take(b: Batch, idx: NDArray[np.intp]) -> Batch:
+    return Batch(b.ids[idx], b.latlon[idx], b.emb[idx])
+
+
+def _concat(a: Batch, b: Batch) -> Batch:
+    return Batch(np.concatenate([a.ids, b.ids]), np.concatenate([a.latlon, b.latlon]), np.concatenate([a.emb, b.emb]))
+
+
 class ShardSet:
     """A validated shard folder, streamed batch by batch."""
 
@@ -187,15 +195,26 @@ class ShardSet:
             )
 
     def read_shard(self, i: int) -> Batch:
-        """All rows of shard ``i`` (validated coordinates)."""
+        """All rows of shard ``i`` (validated coordinates).
+
+        The embedding column is copied once, chunk by chunk (zero-copy views of Arrow's float32
+        buffers), into one C-contiguous float32 array; ids stay an object array of ``str``.
+        """
         f = self.shards[i]
         t = pq.read_table(f, columns=list(REQUIRED_COLUMNS))
         lat = t.column("lat").to_numpy()
         lon = t.column("lon").to_numpy()
         ll = validate_latlon(np.stack([lat, lon], 1), source=str(f), rows=np.arange(len(lat)) + 1)
-        emb_col = t.column("embedding").combine_chunks()
-        emb = emb_col.values.to_numpy(zero_copy_only=False).reshape(-1, self.dim).astype(np.float32, copy=False)
-        ids = np.asarray(t.column("id").to_pylist(), dtype=np.str_)
+        emb = np.empty((t.num_rows, self.dim), dtype=np.float32)
+        at = 0
+        for chunk in t.column("embedding").chunks:
+            n = len(chunk)
+            if n == 0:
+                continue
+            flat = chunk.flatten().to_numpy(zero_copy_only=False)  # honours the chunk's offset
+            emb[at : at + n] = flat.reshape(n, self.dim)
+            at += n
+        ids = t.column("id").to_numpy(zero_copy_only=False)
         return Batch(ids, ll, emb)
 
     def coords(self) -> NDArray[np.float64]:
@@ -213,31 +232,30 @@ class ShardSet:
         """Yield batches for one epoch; the order depends only on ``(seed, epoch)``."""
         rng = np.random.default_rng([seed, epoch])
         order = rng.permutation(len(self.shards)) if shuffle else np.arange(len(self.shards))
-        carry: list[Batch] = []
-        have = 0
+        # Rows left over from previous shards (fewer than one batch), already in epoch order.
+        rest: Batch | None = None
         for si in order:
             b = self.read_shard(int(si))
-            if shuffle:
-                p = rng.permutation(len(b))
-                b = Batch(b.ids[p], b.latlon[p], b.emb[p])
-            carry.append(b)
-            have += len(b)
-            if have < batch_size:
-                continue
-            ids = np.concatenate([c.ids for c in carry])
-            ll = np.concatenate([c.latlon for c in carry])
-            emb = np.concatenate([c.emb for c in carry])
-            n_full = (len(ll) // batch_size) * batch_size
-            for s in range(0, n_full, batch_size):
-                yield Batch(ids[s : s + batch_size], ll[s : s + batch_size], emb[s : s + batch_size])
-            carry = [Batch(ids[n_full:], ll[n_full:], emb[n_full:])]
-            have = len(ll) - n_full
-        if have and not drop_last:
-            yield Batch(
-                np.concatenate([c.ids for c in carry]),
-                np.concatenate([c.latlon for c in carry]),
-                np.concatenate([c.emb for c in carry]),
-            )
+            perm = rng.permutation(len(b)) if shuffle else np.arange(len(b))
+            # Each batch is gathered straight from the shard (one copy of its rows), not by
+            # permuting and then concatenating the whole shard; the order is the same.
+            pos = 0
+            if rest is not None:
+                need = batch_size - len(rest)
+                if len(b) < need:
+                    take = perm
+                    rest = _concat(rest, _take(b, take))
+                    continue
+                take = perm[:need]
+                yield _concat(rest, _take(b, take))
+                rest, pos = None, need
+            n_full = pos + ((len(b) - pos) // batch_size) * batch_size
+            for s in range(pos, n_full, batch_size):
+                yield _take(b, perm[s : s + batch_size])
+            if n_full < len(b):
+                rest = _take(b, perm[n_full:])
+        if rest is not None and len(rest) and not drop_last:
+            yield rest
 
     def steps_per_epoch(self, batch_size: int) -> int:
         return self.n_rows // batch_size

@@ -27,6 +27,7 @@ from torch import nn
 from terraloc.errors import InputError
 from terraloc.io import atomic_write, atomic_write_text
 from terraloc.train.distributed import DistInfo, barrier, init
+from terraloc.train.optim import make_optimizer
 from terraloc.train.shards import ShardSet
 
 
@@ -51,6 +52,7 @@ class TrainConfig:
     kill_at_step: int = 0  # testing aid: SIGKILL this process right after the checkpoint at this step
     log_every: int = 20
     dtype: str = "float32"  # "float64" for exact-equivalence checks (resume, DDP)
+    optimizer: str = "adamw"  # exact fused AdamW; "lazy-adamw" = touched embedding rows only (approximation)
 
     def identity(self) -> dict[str, Any]:
         d = asdict(self)
@@ -68,6 +70,8 @@ class TrainConfig:
             "patience",
         ):
             d.pop(k)
+        if d["optimizer"] == "adamw":
+            d.pop("optimizer")  # runs made before the option existed used exact AdamW too
         return d
 
 
@@ -141,7 +145,14 @@ def fit(
     dtype = getattr(torch, cfg.dtype)
     objective.to(dtype)
     params = [p for p in objective.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "lazy-adamw":
+        if info.distributed:
+            raise InputError("lazy AdamW (sparse table gradients) is single-process only", field="--optimizer")
+        model = getattr(objective, "model", None)
+        if not hasattr(model, "sparse_tables"):
+            raise InputError("lazy AdamW applies to the GeoSURGE objective only", field="--optimizer")
+        model.sparse_tables = True  # type: ignore[union-attr]
+    opt = make_optimizer(cfg.optimizer, params, cfg.lr, cfg.weight_decay)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=cfg.gamma)
     state: dict[str, Any] = {
         "epoch": 0,
