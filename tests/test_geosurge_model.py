@@ -104,3 +104,52 @@ def test_head_checkpoint_round_trip_and_errors(tmp_path) -> None:  # type: ignor
     other = GeoSurge(GeoSurgeConfig(input_dim=8, level_sizes=(2, 3), embed_dim=16))
     with pytest.raises(InputError, match="level sizes"):
         GeoSurgeHead(other, part)
+
+
+def test_lazy_adamw_is_exact_adamw_on_touched_rows_and_leaves_others() -> None:
+    from terraloc.train.optim import LazyAdamW
+
+    torch.manual_seed(0)
+    w0, d0 = torch.randn(6, 4, dtype=torch.float64), torch.randn(3, dtype=torch.float64)
+    ref_w, ref_d = torch.nn.Parameter(w0.clone()), torch.nn.Parameter(d0.clone())
+    lazy_w, lazy_d = torch.nn.Parameter(w0.clone()), torch.nn.Parameter(d0.clone())
+    ref = torch.optim.AdamW([ref_w, ref_d], lr=0.01, weight_decay=0.1)
+    lazy = LazyAdamW([lazy_w, lazy_d], lr=0.01, weight_decay=0.1)
+    for step in range(5):
+        g = torch.randn(6, 4, dtype=torch.float64)
+        gd = torch.randn(3, dtype=torch.float64)
+        ref_w.grad, ref_d.grad = g.clone(), gd.clone()
+        # Every row touched: the sparse gradient (rows listed out of order, one twice) is g.
+        idx = torch.tensor([5, 0, 1, 2, 3, 4, 0])
+        vals = torch.cat([g[[5, 0, 1, 2, 3, 4]], torch.zeros(1, 4, dtype=torch.float64)])
+        lazy_w.grad = torch.sparse_coo_tensor(idx[None], vals, (6, 4))
+        lazy_d.grad = gd.clone()
+        ref.step()
+        lazy.step()
+    torch.testing.assert_close(lazy_w.data, ref_w.data)
+    torch.testing.assert_close(lazy_d.data, ref_d.data)
+    # Rows without gradient are left alone (exact AdamW would keep moving them).
+    before = lazy_w.data.clone()
+    lazy_w.grad = torch.sparse_coo_tensor(torch.tensor([[2]]), torch.ones(1, 4, dtype=torch.float64), (6, 4))
+    lazy.step()
+    changed = (lazy_w.data != before).any(1)
+    assert changed.tolist() == [False, False, True, False, False, False]
+
+
+def test_in_batch_loss_with_sparse_tables_matches_dense() -> None:
+    part, coords = _toy_partition()
+    torch.manual_seed(0)
+    model = GeoSurge(GeoSurgeConfig(input_dim=8, level_sizes=tuple(part.sizes), embed_dim=16))
+    x = torch.randn(len(coords), 8)[:64]
+    labels = torch.from_numpy(part.assign(coords[::19][:64]))
+    dense, _ = model.loss(x, labels, "inbatch")
+    dense.backward()
+    grads = [p.grad.clone() for p in model.cells]  # type: ignore[union-attr]
+    model.zero_grad()
+    model.sparse_tables = True
+    sparse, _ = model.loss(x, labels, "inbatch")
+    sparse.backward()
+    assert float(sparse) == pytest.approx(float(dense), rel=1e-6)
+    for g, p in zip(grads, model.cells, strict=True):
+        assert p.grad is not None and p.grad.is_sparse
+        torch.testing.assert_close(p.grad.to_dense(), g)

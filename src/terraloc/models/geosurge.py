@@ -282,6 +282,16 @@ class GeoSurgeHead:
             score += lp.index_select(1, self._flat_anc[:, lv])
         return score
 
+    @torch.no_grad()
+    def leaf_log_scores_levels(self, x: Tensor, levels: Sequence[int]) -> Tensor:
+        """Like :meth:`leaf_log_scores` but summing only the given levels (a diagnostic)."""
+        logits = self.model.features(x) @ self._table
+        score = torch.zeros(x.shape[0], self._flat_anc.shape[0], dtype=logits.dtype)
+        for lv in levels:
+            lp = torch.log_softmax(logits[:, self._offsets[lv] : self._offsets[lv + 1]], dim=-1)
+            score += lp.index_select(1, self.ancestry[:, lv])
+        return score
+
     @property
     def input_dim(self) -> int:
         return self.model.cfg.input_dim

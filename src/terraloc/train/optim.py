@@ -18,7 +18,7 @@ benchmark output.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -90,7 +90,7 @@ class LazyAdamW(torch.optim.Optimizer):
         return loss
 
 
-def make_optimizer(name: str, params: list[Tensor], lr: float, weight_decay: float) -> torch.optim.Optimizer:
+def make_optimizer(name: str, params: Sequence[Tensor], lr: float, weight_decay: float) -> torch.optim.Optimizer:
     """``"adamw"`` (exact, fused) or ``"lazy-adamw"`` (touched embedding rows only; an approximation)."""
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)

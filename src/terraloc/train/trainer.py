@@ -227,7 +227,8 @@ def fit(
         disable=not (cfg.progress and info.is_main),
         transient=True,
     )
-    train_time, train_samples = 0.0, 0
+    train_time, train_samples, steps_timed = 0.0, 0, 0
+    first_step = (0.0, 0)
     objective.train()
     stopped_by_limit = False
     with progress:
@@ -236,10 +237,13 @@ def fit(
             task = progress.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=steps_per_epoch, info="")
             skip = int(state["step_in_epoch"])
             progress.update(task, completed=skip)
+            t_read = time.perf_counter()
             for i, batch in enumerate(train.batches(cfg.batch_size, seed=cfg.seed, epoch=epoch)):
                 if i < skip:
+                    t_read = time.perf_counter()
                     continue
                 t0 = time.perf_counter()
+                read_s = t0 - t_read
                 inputs = tuple(
                     t.to(dtype) if t.is_floating_point() else t
                     for t in objective.prepare(batch, info)  # type: ignore[operator]
@@ -248,8 +252,16 @@ def fit(
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                train_time += time.perf_counter() - t0
-                train_samples += len(batch)
+                # Throughput counts shard reading + labels + forward/backward + optimiser of every
+                # step but this process's first (one-off allocations; counted only if it is the
+                # only one); checkpoints and validation are excluded.
+                step_s = time.perf_counter() - t0 + read_s
+                if steps_timed == 0:
+                    first_step = (step_s, len(batch))
+                else:
+                    train_time += step_s
+                    train_samples += len(batch)
+                steps_timed += 1
                 last_loss = float(loss.detach())
                 state["loss_sum"] += last_loss
                 state["loss_n"] += 1
@@ -267,6 +279,7 @@ def fit(
                 if cfg.max_steps and gs >= cfg.max_steps:
                     stopped_by_limit = True
                     break
+                t_read = time.perf_counter()
             progress.remove_task(task)
             if stopped_by_limit and state["step_in_epoch"] < steps_per_epoch:
                 save(last)
@@ -305,6 +318,8 @@ def fit(
             barrier(info)
     if writer is not None:
         writer.close()
+    if steps_timed == 1:
+        train_time, train_samples = first_step
     return TrainResult(
         epochs_run=int(state["epoch"]),
         best_val_loss=float(state["best_val"]),
