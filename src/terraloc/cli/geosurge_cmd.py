@@ -293,18 +293,32 @@ def embed_command(
 def bench_geosurge(
     quick: Annotated[bool, typer.Option("--quick", help="Fewer epochs (under five minutes).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    geometry: Annotated[
+        str,
+        typer.Option(
+            "--geometry",
+            help="mp16: the paper's taus scaled to the sample (MP-16's cells); "
+            "coarse: taus / 2.5 (fewer, fuller cells).",
+        ),
+    ] = "mp16",
 ) -> None:
     """Hierarchy-depth ablation (1/3/5/7 levels) and GeoSURGE vs GeoCLIP-style head on the SYNTHETIC world."""
     from terraloc.train.ablation import run_bench
 
     res = run_bench(
-        quick=quick, progress=not as_json, log=None if as_json else (lambda m: err_console.print(m, markup=False))
+        quick=quick,
+        progress=not as_json,
+        log=None if as_json else (lambda m: err_console.print(m, markup=False)),
+        geometry=geometry,
     )
     if as_json:
         typer.echo(json.dumps(res))
         return
     th = ["1", "25", "200", "750", "2500"]
-    t = Table(title="SYNTHETIC world (real MP-16 coordinates, synthetic embeddings): % within km, test split")
+    t = Table(
+        title="SYNTHETIC world (real MP-16 coordinates, synthetic embeddings): % within km, test split; "
+        f"geometry {res['geometry']} ({', '.join(str(x) for x in res['partition_sizes'])} cells)"
+    )
     t.add_column("head")
     for x in th:
         t.add_column(f"{x} km", justify="right")

@@ -17,26 +17,35 @@ from typing import Any
 import numpy as np
 import torch
 
+from terraloc.errors import InputError
 from terraloc.evaluate.benchmarks import GroundTruth
 from terraloc.evaluate.metrics import evaluate
 from terraloc.evaluate.predictions import Predictions
 from terraloc.geo.distance import haversine_km
-from terraloc.geo.s2partition import GEOSURGE_TAU_MAX, GEOSURGE_TAU_MIN, S2Partition
+from terraloc.geo.s2partition import GEOSURGE_TAU_MAX, GEOSURGE_TAU_MIN, S2Partition, scale_taus
 from terraloc.models.geosurge import GeoSurgeHead, Refiner
 from terraloc.train.objectives import GeoClipModel, GeoClipObjective, build_geosurge_objective
 from terraloc.train.shards import ShardSet
 from terraloc.train.synthetic import World, WorldSpec, build_world
 from terraloc.train.trainer import TrainConfig, fit
 
-#: Bench partitions: the paper's thresholds divided by 2.5 (tau_min 20). On the ~96K synthetic
-#: training coordinates this gives ~30 coarse to ~1,600 finest cells, enough images per cell to
-#: learn in a CPU minute (taus scaled exactly to the sample would give 4 images per finest cell).
+#: Partition geometries. "mp16" (the default): the paper's thresholds scaled to the training
+#: sample (``scale_taus``: tau * n / 4.72M, tau_min 1), i.e. the same cells as the MP-16
+#: partitions (~23.5K finest cells on the 96K synthetic training coordinates, ~4 images each).
+#: "coarse": the thresholds divided by 2.5 (tau_min 20): ~1.1K finest cells of ~84 images, the
+#: bench's geometry until the training loop became fast enough for the MP-16 one.
+GEOMETRIES = ("mp16", "coarse")
 BENCH_DIVISOR = 2.5
 QUICK_EPOCHS = 2
 
 
-def bench_taus() -> tuple[tuple[int, ...], int]:
-    return tuple(int(t / BENCH_DIVISOR) for t in GEOSURGE_TAU_MAX), int(GEOSURGE_TAU_MIN / BENCH_DIVISOR)
+def bench_taus(geometry: str = "coarse", n_train: int = 0) -> tuple[tuple[int, ...], int]:
+    """``(tau_max, tau_min)`` of a bench geometry (``n_train`` training coordinates for "mp16")."""
+    if geometry == "mp16":
+        return scale_taus(n_train)
+    if geometry == "coarse":
+        return tuple(int(t / BENCH_DIVISOR) for t in GEOSURGE_TAU_MAX), int(GEOSURGE_TAU_MIN / BENCH_DIVISOR)
+    raise InputError(f"unknown geometry '{geometry}' ({' or '.join(GEOMETRIES)})", field="--geometry")
 
 
 def _read_all(s: ShardSet) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -78,7 +87,9 @@ def _score(name: str, ids: list[str], truth: np.ndarray, pred: np.ndarray) -> di
     return res.to_json()
 
 
-def run_bench(quick: bool = False, root: Path | None = None, progress: bool = False, log: Any = None) -> dict[str, Any]:
+def run_bench(
+    quick: bool = False, root: Path | None = None, progress: bool = False, log: Any = None, geometry: str = "mp16"
+) -> dict[str, Any]:
     """Run the ablation; returns the ``--json`` object (all accuracies on SYNTHETIC data)."""
     from terraloc.config import home_dir
 
@@ -89,14 +100,15 @@ def run_bench(quick: bool = False, root: Path | None = None, progress: bool = Fa
     world: World = build_world(root, WorldSpec(), progress=progress)
     train, val, test = ShardSet(world.train), ShardSet(world.val), ShardSet(world.test)
     test_ids, test_ll, test_emb = _read_all(test)
-    tau_max, tau_min = bench_taus()
-    full = S2Partition.build(train.coords(), tau_max, tau_min, source="synthetic train split")
+    train_coords = train.coords()
+    tau_max, tau_min = bench_taus(geometry, len(train_coords))
+    full = S2Partition.build(train_coords, tau_max, tau_min, source="synthetic train split")
     say(f"partition sizes {full.sizes}")
     # --quick: 2 epochs of batch 1024 per head; full: up to 6 epochs (early stopping).
     # (Until the training loop was made ~10x faster, --quick was 24 steps, a quarter of an epoch:
     # fine cells had been seen ~20 times each, which measured learning speed, not the method.)
     epochs, max_steps = (QUICK_EPOCHS, 0) if quick else (6, 0)
-    out_root = root / "bench-runs" / ("quick" if quick else "full")
+    out_root = root / "bench-runs" / (("quick" if quick else "full") + f"-{geometry}")
     import shutil
 
     if out_root.exists():
@@ -192,6 +204,7 @@ def run_bench(quick: bool = False, root: Path | None = None, progress: bool = Fa
     return {
         "synthetic": True,
         "world": world.spec.key(),
+        "geometry": geometry,
         "partition_sizes": full.sizes,
         "tau_max": list(tau_max),
         "tau_min": tau_min,

@@ -4,8 +4,8 @@ Measures samples/s of :func:`terraloc.train.trainer.fit` (shard reading, S2 labe
 forward, backward and optimiser; the first step excluded) at batch 1024 on the SYNTHETIC world's
 training shards for
 
-* GeoSURGE, 7 levels, on the ablation's partitions (paper taus / 2.5: ~3.3K cells) and on the
-  paper's taus scaled to the 96K training coordinates (~67K cells, ~52M table parameters):
+* GeoSURGE, 7 levels, on the ablation's two geometries: "mp16" (the paper's taus scaled to the
+  96K training coordinates: ~67K cells, ~52M table parameters) and "coarse" (taus / 2.5: ~3.3K):
   in-batch InfoNCE with exact AdamW, in-batch with the opt-in *lazy* AdamW (an approximation:
   see :mod:`terraloc.train.optim`), and full softmax with exact AdamW;
 * GeoCLIP's objective: image MLP with the frozen pretrained location encoder (the ablation's
@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from terraloc.geo.s2partition import S2Partition, scale_taus
+from terraloc.geo.s2partition import S2Partition
 from terraloc.train.shards import ShardSet
 from terraloc.train.trainer import TrainConfig, fit
 
@@ -97,8 +97,8 @@ def run_throughput(world_train: Path, work: Path, steps: int = 12, log: Any = No
     gbps = copy_gbps()
     say(f"matmul {gflops:.1f} GFLOP/s, copy {gbps:.1f} GB/s, {torch.get_num_threads()} threads")
     parts = {
-        "bench": S2Partition.build(coords, *bench_taus()),
-        "mp16_scaled": S2Partition.build(coords, *scale_taus(len(coords))),
+        "coarse": S2Partition.build(coords, *bench_taus("coarse")),
+        "mp16": S2Partition.build(coords, *bench_taus("mp16", len(coords))),
     }
     out: dict[str, Any] = {
         "synthetic": True,
@@ -127,7 +127,7 @@ def run_throughput(world_train: Path, work: Path, steps: int = 12, log: Any = No
         for label, mode, opt, n in (
             ("inbatch_exact_adamw", "inbatch", "adamw", steps),
             ("inbatch_lazy_adamw", "inbatch", "lazy-adamw", steps),
-            ("full_softmax_exact_adamw", "full", "adamw", max(3, steps // 4) if name != "bench" else steps),
+            ("full_softmax_exact_adamw", "full", "adamw", max(3, steps // 4) if name != "coarse" else steps),
         ):
             torch.manual_seed(0)
             obj = build_geosurge_objective(part, train.dim, mode=mode)
