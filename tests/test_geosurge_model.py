@@ -115,7 +115,7 @@ def test_lazy_adamw_is_exact_adamw_on_touched_rows_and_leaves_others() -> None:
     lazy_w, lazy_d = torch.nn.Parameter(w0.clone()), torch.nn.Parameter(d0.clone())
     ref = torch.optim.AdamW([ref_w, ref_d], lr=0.01, weight_decay=0.1)
     lazy = LazyAdamW([lazy_w, lazy_d], lr=0.01, weight_decay=0.1)
-    for step in range(5):
+    for _ in range(5):
         g = torch.randn(6, 4, dtype=torch.float64)
         gd = torch.randn(3, dtype=torch.float64)
         ref_w.grad, ref_d.grad = g.clone(), gd.clone()
@@ -153,3 +153,13 @@ def test_in_batch_loss_with_sparse_tables_matches_dense() -> None:
     for g, p in zip(grads, model.cells, strict=True):
         assert p.grad is not None and p.grad.is_sparse
         torch.testing.assert_close(p.grad.to_dense(), g)
+
+
+def test_paired_difference_of_two_heads() -> None:
+    from terraloc.train.ablation import paired_difference
+
+    a = np.array([0.5, 10.0, 30.0, 300.0, 3000.0] * 40)
+    b = np.array([5.0, 10.0, 30.0, 300.0, 3000.0] * 40)  # b misses the 1 km hits of a
+    d = paired_difference(a, b, n_boot=200)
+    assert d["1"]["diff"] == pytest.approx(20.0) and d["25"]["diff"] == 0.0
+    assert d["1"]["ci95"][0] > 0 and d["25"]["ci95"] == [0.0, 0.0]
