@@ -71,6 +71,8 @@ def test_hierarchical_scores_sum_log_probs_along_ancestry() -> None:
         torch.log_softmax(model.level_logits(f, lv), -1)[:, part.ancestry[leaf, lv]] for lv in range(part.n_levels)
     )
     torch.testing.assert_close(scores[:, leaf], expect)
+    # The head's fast path (one matmul, gathered logits minus log-normalisers) gives the same scores.
+    torch.testing.assert_close(GeoSurgeHead(model, part).leaf_log_scores(x), scores, rtol=1e-5, atol=1e-5)
 
 
 def test_head_checkpoint_round_trip_and_errors(tmp_path) -> None:  # type: ignore[no-untyped-def]

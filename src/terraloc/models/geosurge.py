@@ -269,18 +269,21 @@ class GeoSurgeHead:
     @torch.no_grad()
     def leaf_log_scores(self, x: Tensor) -> Tensor:
         """``(N, D_in)`` → ``(N, C_leaf)`` hierarchical scores (same as ``GeoSurge.leaf_log_scores``)."""
+        # log_softmax(z)[a] = z[a] - logsumexp(z): gather the raw logits along the ancestry and
+        # subtract each level's log-normaliser once, instead of writing every level's full
+        # log-softmax (~67K values per image on MP-16-sized partitions) and then gathering.
         logits = self.model.features(x) @ self._table
-        lp = torch.cat(
+        lse = torch.stack(
             [
-                torch.log_softmax(logits[:, self._offsets[lv] : self._offsets[lv + 1]], dim=-1)
+                torch.logsumexp(logits[:, self._offsets[lv] : self._offsets[lv + 1]], dim=-1)
                 for lv in range(len(self._offsets) - 1)
             ],
             dim=1,
-        )
-        score = lp.index_select(1, self._flat_anc[:, 0])
+        ).sum(1, keepdim=True)
+        score = logits.index_select(1, self._flat_anc[:, 0])
         for lv in range(1, self._flat_anc.shape[1]):
-            score += lp.index_select(1, self._flat_anc[:, lv])
-        return score
+            score += logits.index_select(1, self._flat_anc[:, lv])
+        return score.sub_(lse)
 
     @torch.no_grad()
     def leaf_log_scores_levels(self, x: Tensor, levels: Sequence[int]) -> Tensor:
@@ -330,8 +333,8 @@ class GeoSurgeHead:
         for s in range(0, x.shape[0], batch_size):
             xb = x[s : s + batch_size]
             scores = self.leaf_log_scores(xb)
-            probs = torch.softmax(scores, dim=-1)
-            p, idx = probs.topk(k, dim=-1)
+            top, idx = scores.topk(k, dim=-1)
+            p = (top - torch.logsumexp(scores, dim=-1, keepdim=True)).exp()  # softmax over all leaves
             idx_np = idx.numpy()
             out_ll[s : s + len(xb)] = centers[idx_np]
             out_p[s : s + len(xb)] = p.numpy()
