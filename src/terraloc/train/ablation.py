@@ -154,8 +154,7 @@ def run_bench(
         if k == n_levels and k > 1:
             # Diagnostic: the same 7-level model scored with its finest level alone (separates what
             # multi-level *training* does to the leaf table from what the *sum of levels* does).
-            only = GeoSurgeHead(obj.model, part, head.refiner)
-            only_leaf = only.leaf_log_scores_levels(torch.from_numpy(test_emb), [k - 1]).argmax(-1).numpy()
+            only_leaf = head.leaf_log_scores_levels(torch.from_numpy(test_emb), [k - 1]).argmax(-1).numpy()
             leaf_acc[f"{k}_finest_level_only"] = round(100 * float(np.mean(only_leaf == true_leaf)), 2)
             ll_only = head.refiner.refine(test_emb, only_leaf, part.centers[-1][only_leaf])  # type: ignore[union-attr]
             finest_only_json = _score(f"synthetic-test-{k}-levels-finest-only", test_ids, test_ll, ll_only)
