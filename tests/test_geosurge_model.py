@@ -72,7 +72,12 @@ def test_hierarchical_scores_sum_log_probs_along_ancestry() -> None:
     )
     torch.testing.assert_close(scores[:, leaf], expect)
     # The head's fast path (one matmul, gathered logits minus log-normalisers) gives the same scores.
-    torch.testing.assert_close(GeoSurgeHead(model, part).leaf_log_scores(x), scores, rtol=1e-5, atol=1e-5)
+    head = GeoSurgeHead(model, part)
+    torch.testing.assert_close(head.leaf_log_scores(x), scores, rtol=1e-5, atol=1e-5)
+    all_levels = head.leaf_log_scores_levels(x, range(part.n_levels))
+    torch.testing.assert_close(all_levels, scores, rtol=1e-5, atol=1e-5)
+    finest = torch.log_softmax(model.level_logits(f, part.n_levels - 1), -1)
+    torch.testing.assert_close(head.leaf_log_scores_levels(x, [part.n_levels - 1]), finest, rtol=1e-5, atol=1e-5)
 
 
 def test_head_checkpoint_round_trip_and_errors(tmp_path) -> None:  # type: ignore[no-untyped-def]
