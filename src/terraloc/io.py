@@ -7,7 +7,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 
 @contextlib.contextmanager
@@ -45,3 +45,30 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically (UTF-8)."""
     with atomic_write(path, "w") as fh:
         fh.write(text)
+
+
+def read_checkpoint(path: str | Path, fmt: str, what: str, hint: str = "") -> dict[str, Any]:
+    """Load a ``torch.save``d dict safely (``weights_only``) and check its ``"format"`` field is ``fmt``.
+
+    ``what`` names the kind of file in errors ("GeoSURGE checkpoint"); ``hint`` is appended to the
+    not-found message (e.g. the command that makes one).
+
+    Raises:
+        MissingResourceError: no such file.
+        InputError: unreadable, not a dict, or another format.
+    """
+    import torch
+
+    from terraloc.errors import InputError, MissingResourceError
+
+    path = Path(path)
+    if not path.is_file():
+        raise MissingResourceError(f"{path}: {what} not found" + (f" ({hint})" if hint else ""))
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InputError(f"cannot read {what} ({type(exc).__name__}: {exc})", path=path) from None
+    if not isinstance(payload, dict) or payload.get("format") != fmt:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise InputError(f"not a {what} (format {found!r}, expected {fmt!r})", path=path)
+    return payload

@@ -205,17 +205,12 @@ def load_fused_checkpoint(path: str | Path, clip: nn.Module) -> tuple[FusedImage
     """
     import json
 
-    from terraloc.errors import InputError, MissingResourceError
+    from terraloc.errors import InputError
+    from terraloc.io import read_checkpoint
 
-    path = Path(path)
-    if not path.is_file():
-        raise MissingResourceError(f"{path}: fusion checkpoint not found (train one with `terraloc fusion train`)")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise InputError(f"cannot read fusion checkpoint ({type(exc).__name__})", path=path) from None
-    if not isinstance(payload, dict) or payload.get("format") != FUSION_CHECKPOINT_FORMAT:
-        raise InputError(f"not a terraloc fusion checkpoint (expected format {FUSION_CHECKPOINT_FORMAT})", path=path)
+    payload = read_checkpoint(
+        path, FUSION_CHECKPOINT_FORMAT, "terraloc fusion checkpoint", "train one with `terraloc fusion train`"
+    )
     cfg = FusionConfig(**json.loads(payload["config"]))
     enc = FusedImageEncoder(clip, cfg, trainable_blocks=int(payload["trainable_blocks"]))
     if enc.fusion.cfg != cfg:

@@ -28,8 +28,9 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 from torch import Tensor, nn
 
-from terraloc.errors import InputError, MissingResourceError
+from terraloc.errors import InputError
 from terraloc.geo.s2partition import S2Partition
+from terraloc.io import read_checkpoint
 
 CHECKPOINT_FORMAT = "terraloc-geosurge-v1"
 
@@ -400,16 +401,7 @@ def load_checkpoint(path: str | Path) -> tuple[GeoSurge, S2Partition, dict[str, 
         MissingResourceError: no such file.
         InputError: not a GeoSURGE checkpoint, or its weights do not match its configuration.
     """
-    path = Path(path)
-    if not path.exists():
-        raise MissingResourceError(f"{path}: checkpoint not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise InputError(f"cannot read checkpoint ({type(exc).__name__}: {exc})", path=path) from None
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        fmt = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        raise InputError(f"not a GeoSURGE checkpoint (format {fmt!r}, expected {CHECKPOINT_FORMAT!r})", path=path)
+    payload = read_checkpoint(path, CHECKPOINT_FORMAT, "GeoSURGE checkpoint")
     cfg = GeoSurgeConfig.from_json(json.loads(payload["config"]))
     model = GeoSurge(cfg)
     try:
