@@ -42,10 +42,19 @@ def export_features(backbone: Any, path: str | Path, image_size: int) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     example = torch.zeros(2, 3, image_size, image_size)
     batch = torch.export.Dim("batch", min=1, max=1024)
-    # The exporter warns about every torchvision operator it cannot register (we never use them).
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    # The exporter warns about every torchvision operator it cannot register (we never use them);
+    # quieten it for this call only, so the caller's logging configuration is left as it was.
+    onnx_log = logging.getLogger("torch.onnx")
+    level = onnx_log.level
+    onnx_log.setLevel(logging.ERROR)
     # The exporter reports its steps on stdout; keep stdout for the command's own output.
-    with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
+    with (
+        warnings.catch_warnings(),
+        torch.no_grad(),
+        contextlib.redirect_stdout(io.StringIO()),
+        contextlib.ExitStack() as restore,
+    ):
+        restore.callback(onnx_log.setLevel, level)
         warnings.simplefilter("ignore")
         torch.onnx.export(
             _Features(backbone).eval(),
