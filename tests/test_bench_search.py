@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from terraloc.bench.search import jittered_coords, parse_backends
+from terraloc.errors import InputError
 
 ACC_KEYS = {"1", "25", "200", "750", "2500"}
 RUN_KEYS = {
@@ -61,6 +62,9 @@ def test_parse_backends_and_jitter() -> None:
     assert names == ["flat", "hierarchical", "HNSW32", "IVF1024,Flat", "OPQ16,IVF256,PQ16"]
     b = parse_backends("hierarchical@beam=8,leaf_beam=6;IVF64,PQ8@nprobe=2")
     assert b[0].options == {"beam": 8, "leaf_beam": 6} and b[1].options == {"params": "nprobe=2"}
+    assert parse_backends("hierarchical@routing=learned,beam=8;flat")[0].options == {"routing": "learned", "beam": 8}
+    with pytest.raises(InputError, match="not a number"):
+        parse_backends("hierarchical@beam=wide;flat")
     base = np.array([[10.0, 20.0], [-30.0, 179.99], [89.99, 0.0]])
     big = jittered_coords(base, 250_003)
     assert big.shape == (250_003, 2) and np.array_equal(big[:3], base)

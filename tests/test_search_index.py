@@ -136,3 +136,53 @@ def test_hierarchical_recall_and_comparisons(data: tuple[np.ndarray, np.ndarray]
     assert np.mean(deep.indices[:, 0] == exact.indices[:, 0]) >= 0.8
     with pytest.raises(InputError, match="gallery is"):
         load_index(tmp_path / "h.npz", gallery[:100], expected_count=100)
+
+
+def test_hierarchical_learned_routing(tmp_path: Path) -> None:
+    """Routing vectors: trained on noisy copies of the rows they route no worse than centroids on
+    fresh noisy queries; trained on given (query, row) examples they route those better; the
+    comparisons per node are unchanged; routes survive save/load; bad examples are refused."""
+    from terraloc.search.hierarchical import HierarchicalIndex
+    from terraloc.search.index import load_index
+
+    rng = np.random.default_rng(7)
+    centres = _unit(rng.normal(size=(40, 32)))
+    spread = rng.uniform(0.05, 0.6, 40)[:, None]
+    owner = rng.integers(0, 40, 3000)
+    gallery = _unit(centres[owner] + spread[owner] * rng.normal(size=(3000, 32)))
+
+    def noisy(n: int) -> tuple[np.ndarray, np.ndarray]:
+        src = rng.integers(0, 3000, n)
+        return _unit(gallery[src] + 0.2 * rng.normal(size=(n, 32))), src
+
+    opts = {"top": 20, "branching": 4, "depth": 2, "beam": 1, "leaf_beam": 1}
+    plain = HierarchicalIndex.build(gallery, **opts)
+    learned = HierarchicalIndex.build(gallery, **opts, routing="learned", route_steps=300, route_noise=(0.0, 0.2))
+    assert plain.describe()["routed_levels"] == [] and learned.describe()["routed_levels"] == [0, 1]
+    np.testing.assert_array_equal(plain.perm, learned.perm)  # same tree, only the routing differs
+    group = plain.node_of_row(0)
+    assert np.array_equal(np.sort(np.unique(group)), np.arange(20))
+
+    def hit(idx: HierarchicalIndex, q: np.ndarray, src: np.ndarray) -> float:
+        r = idx.search(q, 1)
+        # With beam 1 the result's group is the routed group; cost: 20 + children + one leaf.
+        assert 20 < r.comparisons_per_query < 150
+        return float(np.mean(group[r.indices[:, 0]] == group[src]))
+
+    q, src = noisy(1500)
+    assert hit(learned, q, src) >= hit(plain, q, src) - 0.02
+    clean = [np.mean(i.search(gallery[:300], 1).indices[:, 0] == np.arange(300)) for i in (plain, learned)]
+    assert clean[1] >= clean[0] - 0.03, clean
+    # Real training queries (embedding, target row): the routing fits them.
+    fitted = HierarchicalIndex.build(gallery, **opts)
+    fitted.fit_routing((q, src), steps=600, batch=512)
+    assert hit(fitted, q, src) > hit(plain, q, src) + 0.03
+    learned.save(tmp_path / "l.npz")
+    back = load_index(tmp_path / "l.npz", gallery, expected_count=3000, beam=1, leaf_beam=1)
+    np.testing.assert_array_equal(back.search(q, 1).indices, learned.search(q, 1).indices)
+    with pytest.raises(InputError, match="routing examples"):
+        plain.fit_routing((q[:, :8], src))
+    with pytest.raises(InputError, match="rows must be in"):
+        plain.fit_routing((q, src + 3000))
+    with pytest.raises(InputError, match="routing must be"):
+        HierarchicalIndex.build(gallery, top=20, routing="magic")

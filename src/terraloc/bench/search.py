@@ -52,7 +52,7 @@ def parse_backends(text: str) -> list[Backend]:
     FAISS factory strings contain commas (``IVF1024,Flat``); with ``,`` as separator a component
     following a prefix component (``IVF..``, ``OPQ..``, ``PCA..``) is joined back to it. Search
     parameters follow ``@``: ``IVF4096,PQ64@nprobe=32``; hierarchical options as
-    ``hierarchical@beam=8,leaf_beam=6,top=800``.
+    ``hierarchical@beam=8,leaf_beam=6,top=800,routing=learned``.
     """
     parts = [p.strip() for p in (text.split(";") if ";" in text else _join_factory(text.split(",")))]
     out: list[Backend] = []
@@ -68,7 +68,8 @@ def parse_backends(text: str) -> list[Backend]:
                 key, _, value = kv.partition("=")
                 if not value:
                     raise InputError(f"expected key=value in '{part}'", field="--backends")
-                opts[key.strip()] = _number(value.strip(), part)
+                key = key.strip()
+                opts[key] = value.strip() if key in _TEXT_OPTIONS else _number(value.strip(), part)
             out.append(Backend(spec, opts))
         else:
             if not params:
@@ -77,6 +78,10 @@ def parse_backends(text: str) -> list[Backend]:
     if not out:
         raise InputError("no backends given", field="--backends")
     return out
+
+
+# Hierarchical options whose values are words, not numbers (``hierarchical@routing=learned``).
+_TEXT_OPTIONS = frozenset({"routing"})
 
 
 def _join_factory(tokens: list[str]) -> list[str]:
