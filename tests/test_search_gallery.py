@@ -161,5 +161,10 @@ def test_gallery_index_saved_and_reloaded(built: Path, tmp_path: Path) -> None:
     assert len(saved) == 1 and saved[0].suffix == ".npz"
     again = Gallery.load(g.path).index("hierarchical", top=8, branching=4, beam=3)
     np.testing.assert_array_equal(again.search(q, 2).indices, h.search(q, 2).indices)
+    # Search-time options re-use the saved tree; a build option makes a new one.
+    Gallery.load(g.path).index("hierarchical", top=8, branching=4, beam=5, leaf_beam=2)
+    assert len(list((g.path / "indexes").iterdir())) == 1
+    Gallery.load(g.path).index("hierarchical", top=6, branching=4, beam=3)
+    assert len(list((g.path / "indexes").iterdir())) == 2
     assert (h.search(q, 1).indices[:, 0] == np.arange(20)).mean() >= 0.9
     assert g.index("flat").search(q, 1).indices[:, 0].tolist() == list(range(20))

@@ -300,9 +300,13 @@ def make_index(spec: str, embeddings: np.ndarray, **options: Any) -> SearchIndex
     return FaissIndex(spec, embeddings, **options)
 
 
+# Options that change how an index is searched, not what is built: not part of its cache file name.
+SEARCH_TIME_OPTIONS = frozenset({"params", "nprobe", "ef_search", "beam", "leaf_beam", "query_batch", "max_memory_mb"})
+
+
 def index_cache_name(spec: str, **options: Any) -> str:
     """File name under ``<gallery>/indexes/`` for an index built with these options."""
-    build_opts = {k: v for k, v in sorted(options.items()) if k not in {"params", "nprobe", "ef_search", "beam"}}
+    build_opts = {k: v for k, v in sorted(options.items()) if k not in SEARCH_TIME_OPTIONS}
     digest = hashlib.sha256(json.dumps([spec, build_opts], default=str).encode()).hexdigest()[:10]
     safe = "".join(c if c.isalnum() else "_" for c in spec)
     ext = ".npz" if spec == "hierarchical" else ".faiss"
