@@ -31,7 +31,7 @@ def test_info_nce_full_softmax_matches_hand_computation() -> None:
     l0 = -2 + math.log(math.exp(2) + 1 + math.exp(-2))
     # Sample 1: cosines (0, 1, 0) / 0.5 -> logits (0, 2, 0), positive 1.
     l1 = -2 + math.log(2 + math.exp(2))
-    assert float(loss) == pytest.approx((l0 + l1) / 2, rel=1e-6)
+    assert float(loss.detach()) == pytest.approx((l0 + l1) / 2, rel=1e-6)
     assert per_level[0] == pytest.approx((l0 + l1) / 2, rel=1e-6)
 
 
@@ -42,13 +42,13 @@ def test_info_nce_in_batch_collapses_duplicate_cells() -> None:
     # Candidates are cells {0, 1} once each (cell 2 is absent from the batch).
     l0 = -2 + math.log(math.exp(2) + 1)  # logits (2, 0)
     l2 = -2 + math.log(1 + math.exp(2))  # logits (0, 2)
-    assert float(loss) == pytest.approx((l0 + l0 + l2) / 3, rel=1e-6)
+    assert float(loss.detach()) == pytest.approx((l0 + l0 + l2) / 3, rel=1e-6)
     # One cell only: the loss is exactly zero, not a penalty between the two duplicates.
     single, _ = model.loss(x[:2], torch.tensor([[0], [0]]), "inbatch")
-    assert float(single) == pytest.approx(0.0, abs=1e-7)
+    assert float(single.detach()) == pytest.approx(0.0, abs=1e-7)
     # -1 labels are ignored.
     ign, _ = model.loss(x, torch.tensor([[0], [-1], [1]]), "inbatch")
-    assert float(ign) == pytest.approx((l0 + l2) / 2, rel=1e-6)
+    assert float(ign.detach()) == pytest.approx((l0 + l2) / 2, rel=1e-6)
 
 
 def _toy_partition() -> tuple[S2Partition, np.ndarray]:
