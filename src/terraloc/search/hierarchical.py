@@ -300,6 +300,7 @@ class HierarchicalIndex(SearchIndex):
             pool = torch.from_numpy(np.asarray(self._rows if self._rows is not None else self._source, np.float32))
             pool_rows = torch.from_numpy(self.perm) if self._rows is not None else torch.arange(self.size)
             sigmas = torch.tensor([float(v) for v in noise], dtype=torch.float32)
+        noisy = bool((sigmas > 0).any())
         routes: list[tuple[NDArray[np.float32], NDArray[np.float32]] | None] = []
         for level, cent in enumerate(self.centroids):
             if len(cent) > max_nodes or len(cent) < 2:
@@ -312,7 +313,7 @@ class HierarchicalIndex(SearchIndex):
             for _ in range(steps):
                 pick = torch.randint(0, len(pool), (batch,), generator=gen)
                 x = pool[pick]
-                if sigmas.numel() > 1 or float(sigmas[0]) > 0:
+                if noisy:
                     s = sigmas[torch.randint(0, len(sigmas), (batch,), generator=gen)][:, None]
                     x = x + s * torch.randn(x.shape, generator=gen)
                     x = x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
@@ -324,14 +325,18 @@ class HierarchicalIndex(SearchIndex):
         self.routes = routes
         self.params = {**self.params, "routing": "learned", "route_steps": steps}
 
+    def _route_table(self, level: int) -> tuple[NDArray[np.float32], NDArray[np.float32] | None]:
+        """Vectors ``(n_l, D)`` a query is compared with at ``level`` and their biases (or ``None``)."""
+        route = self.routes[level]
+        return (self.centroids[level], None) if route is None else route
+
     def _route_scores(self, q: NDArray[np.float32], level: int, cand: NDArray[np.int64]) -> NDArray[np.float32]:
         """Routing scores ``(Q, M)`` of candidate nodes ``cand`` (``-1`` padded → ``-inf``)."""
-        route = self.routes[level]
-        if route is None:
-            return _score(q, self.centroids[level], cand)
-        w, b = route
-        s = _score(q, w, cand)
-        return np.where(cand >= 0, s + b[np.maximum(cand, 0)], -np.inf).astype(np.float32)
+        vectors, bias = self._route_table(level)
+        s = _score(q, vectors, cand)
+        if bias is None:
+            return s
+        return np.where(cand >= 0, s + bias[np.maximum(cand, 0)], -np.inf).astype(np.float32)
 
     @property
     def memory_bytes(self) -> int:
@@ -365,9 +370,8 @@ class HierarchicalIndex(SearchIndex):
         return SearchResult(scores, indices, comparisons / max(len(q), 1))
 
     def _search_batch(self, q: NDArray[np.float32], k: int) -> tuple[NDArray[np.float32], NDArray[np.int64], int]:
-        top = self.centroids[0]
-        route0 = self.routes[0]
-        sim = q @ top.T if route0 is None else q @ route0[0].T + route0[1]
+        top, bias = self._route_table(0)
+        sim = q @ top.T if bias is None else q @ top.T + bias
         comparisons = sim.size
         n_levels = len(self.centroids)
         width = self.leaf_beam if n_levels == 1 else self.beam
