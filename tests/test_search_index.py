@@ -186,3 +186,58 @@ def test_hierarchical_learned_routing(tmp_path: Path) -> None:
         plain.fit_routing((q, src + 3000))
     with pytest.raises(InputError, match="routing must be"):
         HierarchicalIndex.build(gallery, top=20, routing="magic")
+
+
+def test_hierarchical_spill(tmp_path: Path) -> None:
+    """Spill stores boundary rows in two top-level groups: every row is still covered, a query whose
+    beam holds either group finds the row, top-k rows stay distinct, and the tree saves/loads."""
+    from terraloc.search.hierarchical import HierarchicalIndex
+    from terraloc.search.index import FlatIndex, load_index
+
+    rng = np.random.default_rng(11)
+    gallery = _unit(rng.normal(size=(2000, 16)))
+    opts = {"top": 16, "branching": 4, "depth": 2, "beam": 2, "leaf_beam": 2}
+    plain = HierarchicalIndex.build(gallery, **opts)
+    spilled = HierarchicalIndex.build(gallery, **opts, spill=0.05)
+    info = spilled.describe()
+    assert plain.describe()["stored_rows"] == 2000 and 2000 < info["stored_rows"] <= 4000
+    assert info["spill"] == 0.05
+    counts = np.bincount(spilled.perm, minlength=2000)
+    assert counts.min() == 1 and counts.max() == 2  # all rows kept, a spilled row stored twice
+    # Each copy sits in a different top-level group.
+    top = spilled.node_of_position(0)
+    twice = np.nonzero(counts == 2)[0]
+    pos_of = {int(r): np.nonzero(spilled.perm == r)[0] for r in twice[:50]}
+    assert all(top[p[0]] != top[p[1]] for p in pos_of.values())
+
+    queries = _unit(gallery[:400] + 0.15 * rng.normal(size=(400, 16)))
+    truth = FlatIndex(gallery).search(queries, 1).indices[:, 0]
+    recall = [float(np.mean(i.search(queries, 1).indices[:, 0] == truth)) for i in (plain, spilled)]
+    assert recall[1] > recall[0], recall
+    res = spilled.search(queries, 10)
+    for row in res.indices:
+        assert len(set(row.tolist())) == 10  # copies never fill two result slots
+    assert np.all(np.diff(res.scores, axis=1) <= 0)
+    # Stored copies are scored (and counted) like any other row.
+    assert res.comparisons_per_query > plain.search(queries, 10).comparisons_per_query
+    spilled.save(tmp_path / "s.npz")
+    back = load_index(tmp_path / "s.npz", gallery, expected_count=2000, beam=2, leaf_beam=2)
+    np.testing.assert_array_equal(back.search(queries, 10).indices, res.indices)
+    # Routing learns from every stored copy, labelled with the group that holds that copy.
+    spilled.fit_routing(steps=30, batch=256, noise=(0.0,))
+    assert spilled.describe()["routed_levels"] == [0, 1]
+    assert float(np.mean(spilled.search(gallery[:200], 1).indices[:, 0] == np.arange(200))) > 0.9
+    with pytest.raises(InputError, match="spill"):
+        HierarchicalIndex.build(gallery, top=16, spill=-0.1)
+
+
+def test_distinct_topk() -> None:
+    from terraloc.search.hierarchical import _distinct_topk
+
+    scores = np.array([[0.9, 0.9, 0.5, 0.4, -np.inf], [0.8, 0.7, 0.7, 0.1, 0.0]], dtype=np.float32)
+    rows = np.array([[3, 3, 1, 2, -1], [5, 6, 5, 7, 8]])
+    sc, r = _distinct_topk(scores, rows, 3)
+    np.testing.assert_array_equal(r, [[3, 1, 2], [5, 6, 7]])
+    np.testing.assert_allclose(sc, [[0.9, 0.5, 0.4], [0.8, 0.7, 0.1]])
+    sc, r = _distinct_topk(scores[:1], rows[:1], 4)
+    np.testing.assert_array_equal(r, [[3, 1, 2, -1]])
