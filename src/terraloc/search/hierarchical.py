@@ -424,13 +424,12 @@ class HierarchicalIndex(SearchIndex):
             rows = np.where(pos >= 0, self.perm[np.maximum(pos, 0)], -1)
             s = _score(q, self._source, rows)
         comparisons += int((pos >= 0).sum())
-        if not self._spilled:
-            sc, p = _topk(s, pos, k)
-            return sc, np.where(p >= 0, self.perm[np.maximum(p, 0)], -1), comparisons
         # A row is stored at most twice, so the best 2k positions hold at least k distinct rows.
-        sc, p = _topk(s, pos, 2 * k)
-        sc, r = _distinct_topk(sc, np.where(p >= 0, self.perm[np.maximum(p, 0)], -1), k)
-        return sc, r, comparisons
+        sc, p = _topk(s, pos, 2 * k if self._spilled else k)
+        found = np.where(p >= 0, self.perm[np.maximum(p, 0)], -1)
+        if self._spilled:
+            sc, found = _distinct_topk(sc, found, k)
+        return sc, found, comparisons
 
     def save(self, path: str | Path) -> None:
         """Write the tree to one ``.npz`` atomically (the gallery rows are not copied)."""
@@ -521,11 +520,13 @@ def _second_choice(
     second = np.empty(len(x), dtype=np.int64)
     gap = np.empty(len(x), dtype=np.float32)
     for s in range(0, len(x), 65536):  # bounded memory for 5M-row galleries
-        sc = x[s : s + 65536] @ centroids.T
-        own = sc[np.arange(len(sc)), labels[s : s + 65536]]
-        sc[np.arange(len(sc)), labels[s : s + 65536]] = -np.inf
-        second[s : s + 65536] = sc.argmax(1)
-        gap[s : s + 65536] = own - sc.max(1)
+        e = min(s + 65536, len(x))
+        sc = x[s:e] @ centroids.T
+        at = np.arange(e - s)
+        own = sc[at, labels[s:e]]
+        sc[at, labels[s:e]] = -np.inf
+        second[s:e] = sc.argmax(1)
+        gap[s:e] = own - sc[at, second[s:e]]
     rows = np.nonzero(gap <= margin)[0]
     return second[rows], rows
 
