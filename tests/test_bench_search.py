@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
@@ -70,3 +71,24 @@ def test_parse_backends_and_jitter() -> None:
     assert big.shape == (250_003, 2) and np.array_equal(big[:3], base)
     np.testing.assert_array_equal(jittered_coords(base, 1000), big[:1000])  # prefix-stable
     assert (np.abs(big[:, 0]) <= 90).all() and (np.abs(big[:, 1]) <= 180).all()
+
+
+def test_render_table_keeps_long_backend_names() -> None:
+    """A backend with many options wraps in the table instead of being cut to an ellipsis."""
+    from rich.console import Console
+
+    from terraloc.bench.search import render_table
+
+    acc = {t: 50.0 for t in sorted(ACC_KEYS)}
+    base = {"gallery_size": 100000, "noise": 0.2, "ms_per_query_batched": 0.5, "ms_per_query_single": 1.0}
+    base |= {"build_s": 1.0, "memory_mb": 10.0, "accuracy": acc}
+    opts = {"spill": 0.06, "routing": "learned", "leaf_beam": 16, "parent_weight": 0.015}
+    runs = [
+        {**base, "backend": "flat", "comparisons_per_query": 100000},
+        {**base, "backend": "hierarchical", "options": opts, "comparisons_per_query": 940},
+    ]
+    console = Console(width=150, record=True, file=io.StringIO())
+    console.print(render_table(runs))
+    lines = [ln.split("│") for ln in console.export_text().splitlines() if ln.startswith("│")]
+    backend = "".join(cells[2].strip() for cells in lines[1:])  # the hierarchical row's wrapped cell
+    assert backend == "hierarchical@spill=0.06,routing=learned,leaf_beam=16,parent_weight=0.015"

@@ -241,3 +241,37 @@ def test_distinct_topk() -> None:
     np.testing.assert_allclose(sc, [[0.9, 0.5, 0.4], [0.8, 0.7, 0.1]])
     sc, r = _distinct_topk(scores[:1], rows[:1], 4)
     np.testing.assert_array_equal(r, [[3, 1, 2, -1]])
+
+
+def test_hierarchical_parent_weight() -> None:
+    """``parent_weight`` ranks a node by its own score plus the weighted score of its parent, so a
+    leaf under a clearly better parent can beat a slightly better-looking leaf elsewhere."""
+    from terraloc.search.hierarchical import HierarchicalIndex, _expand
+
+    q = np.array([[0.8, 0.6, 0.0]], dtype=np.float32)
+    # Parent A scores 0.8, parent B 0.36; leaf a (under A) scores 0.64, leaf b (under B) 0.96.
+    parents = np.array([[1.0, 0.0, 0.0], [0.0, 0.6, 0.8]], dtype=np.float32)
+    leaves = np.array([[0.8, 0.0, 0.6], [0.6, 0.8, 0.0]], dtype=np.float32)
+    rows = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], dtype=np.float32)  # one row per leaf
+    offsets = [np.array([0, 1, 2]), np.array([0, 1, 2])]
+
+    def pick(weight: float) -> tuple[int, float]:
+        idx = HierarchicalIndex(
+            [parents, leaves], offsets, np.arange(2), rows, {}, beam=2, leaf_beam=1, parent_weight=weight
+        )
+        res = idx.search(q, 1)
+        return int(res.indices[0, 0]), res.comparisons_per_query
+
+    # Leaf a wins once 0.64 + 0.8 w > 0.96 + 0.36 w, i.e. w > 0.727; comparisons do not change.
+    assert pick(0.0) == (1, 2 + 2 + 1)
+    assert pick(0.5) == (1, 5)
+    assert pick(1.0) == (0, 5)
+    idx = HierarchicalIndex([parents, leaves], offsets, np.arange(2), rows, {}, parent_weight=0.25)
+    assert idx.describe()["parent_weight"] == 0.25
+    for bad in (-0.1, float("nan")):
+        with pytest.raises(InputError, match="parent_weight"):
+            HierarchicalIndex([parents, leaves], offsets, np.arange(2), rows, {}, parent_weight=bad)
+    # _expand reports which beam column each child came from (-1 where padded).
+    cand, slot = _expand(np.array([[4, 0], [2, 0]]), np.array([[2, 1], [1, 0]]))
+    np.testing.assert_array_equal(cand, [[4, 5, 0], [2, -1, -1]])
+    np.testing.assert_array_equal(slot, [[0, 0, 1], [0, -1, -1]])

@@ -299,7 +299,10 @@ def render_table(runs: list[dict[str, Any]]) -> Any:
     flat = {(r["gallery_size"], r["noise"]): r for r in runs if r["backend"] == "flat"}
     table = Table(title="Gallery search (Im2GPS3k locations as queries, top-1)")
     for col in ("gallery", "backend", "noise", "cmp/query", "fewer", "ms/q batched", "ms/q single", "build s", "MB"):
-        table.add_column(col, justify="left" if col == "backend" else "right")
+        if col == "backend":  # a long option list wraps rather than losing its tail to an ellipsis
+            table.add_column(col, justify="left", overflow="fold", min_width=24)
+        else:
+            table.add_column(col, justify="right")
     for t in ("1", "25", "200", "750", "2500"):
         table.add_column(f"{t} km", justify="right")
     table.add_column("worst Δ vs flat", justify="right")

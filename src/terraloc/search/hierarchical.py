@@ -23,6 +23,12 @@ best ``beam`` nodes, score their children, keep the best ``beam`` again, ..., an
 gallery rows of the ``leaf_beam`` best deepest nodes (default ``beam``) exactly and return the top-k.
 Every centroid and row scored is counted in ``comparisons_per_query``.
 
+Path scores (``parent_weight=w``, default 0, a search-time option): below the top level a node is
+ranked by its routing score plus ``w`` times its parent's beam score (which already holds ``w`` times
+the grandparent's, and so on), so a deep node under a well-matched branch can outrank a slightly
+better-looking node under a weak one. It costs no comparisons. Learned routing scores are logits
+(~20x cosines), so ``w`` ~0.015 suits them; centroid scores are cosines (``w`` ~0.5).
+
 Learned routing (``routing="learned"``; default ``"centroid"``): a centroid is the best single vector to
 compare a *clean* query with, but under noise the centroid of a large, diverse cluster ranks the
 cluster that holds the best row too low (on the 100K gallery at noise 0.2 the winner's top-level
@@ -95,15 +101,20 @@ def _normalise(x: NDArray[np.float32]) -> NDArray[np.float32]:
     return (x / np.maximum(n, 1e-12)).astype(np.float32)
 
 
-def _expand(starts: NDArray[np.int64], lens: NDArray[np.int64]) -> NDArray[np.int64]:
-    """Concatenate per-query ranges: ``(Q, B)`` starts/lengths → ``(Q, M)`` indices, ``-1`` padded."""
+def _expand(starts: NDArray[np.int64], lens: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Concatenate per-query ranges: ``(Q, B)`` starts/lengths → ``(Q, M)`` indices, ``-1`` padded.
+
+    Also returns, per output cell, the column ``0..B-1`` of the range it came from (``-1`` padded),
+    so a value per range (a parent's beam score) can follow its children.
+    """
     q, b = starts.shape
     lens_f = lens.ravel()
     total = int(lens_f.sum())
     per_q = lens.sum(axis=1)
     out = np.full((q, int(per_q.max()) if q else 0), -1, dtype=np.int64)
+    slot = out.copy()
     if total == 0:
-        return out
+        return out, slot
     seg_start = np.cumsum(lens_f) - lens_f
     within = np.arange(total) - np.repeat(seg_start, lens_f)
     values = np.repeat(starts.ravel(), lens_f) + within
@@ -111,7 +122,8 @@ def _expand(starts: NDArray[np.int64], lens: NDArray[np.int64]) -> NDArray[np.in
     q_start = np.cumsum(per_q) - per_q
     cols = np.arange(total) - np.repeat(q_start, per_q)
     out[rows, cols] = values
-    return out
+    slot[rows, cols] = np.repeat(np.tile(np.arange(b), q), lens_f)
+    return out, slot
 
 
 def _score(q: NDArray[np.float32], table: NDArray[Any], idx: NDArray[np.int64]) -> NDArray[np.float32]:
@@ -152,6 +164,8 @@ class HierarchicalIndex(SearchIndex):
         routes: per level, ``None`` (route by centroid) or learned ``(W (n_l, D), b (n_l,))``:
             a node's routing score is ``q @ W[node] + b[node]``.
         beam: nodes kept per level at search time; ``leaf_beam``: deepest nodes whose rows are scored.
+        parent_weight: below the top level a node is ranked by its routing score plus
+            ``parent_weight`` times its parent's (already weighted) beam score; 0 ranks by the node alone.
     """
 
     spec = "hierarchical"
@@ -167,6 +181,7 @@ class HierarchicalIndex(SearchIndex):
         routes: list[tuple[NDArray[np.float32], NDArray[np.float32]] | None] | None = None,
         beam: int = 32,
         leaf_beam: int | None = 24,
+        parent_weight: float = 0.0,
         query_batch: int = 64,
         max_memory_mb: float = 2048,
         **_: Any,
@@ -178,6 +193,8 @@ class HierarchicalIndex(SearchIndex):
         self._spilled = len(perm) > self.size
         if beam < 1 or (leaf_beam is not None and leaf_beam < 1):
             raise InputError("beam must be at least 1", field="beam")
+        if not (np.isfinite(parent_weight) and parent_weight >= 0):
+            raise InputError(f"parent_weight must be a finite number >= 0, got {parent_weight}", field="parent_weight")
         self.centroids = centroids
         self.offsets = offsets
         self.perm = perm
@@ -185,6 +202,7 @@ class HierarchicalIndex(SearchIndex):
         self.routes = list(routes) if routes is not None else [None] * len(centroids)
         self.beam = int(beam)
         self.leaf_beam = int(leaf_beam) if leaf_beam is not None else self.beam
+        self.parent_weight = float(parent_weight)
         self.query_batch = query_batch
         fits = len(perm) * self.dim * 4 <= max_memory_mb * 2**20
         # Rows in leaf order, so a leaf's rows are one contiguous block (fast gathers).
@@ -378,6 +396,7 @@ class HierarchicalIndex(SearchIndex):
             **self.params,
             "beam": self.beam,
             "leaf_beam": self.leaf_beam,
+            "parent_weight": self.parent_weight,
             "routed_levels": [i for i, r in enumerate(self.routes) if r is not None],
             "level_sizes": [len(c) for c in self.centroids],
             "stored_rows": len(self.perm),
@@ -404,20 +423,24 @@ class HierarchicalIndex(SearchIndex):
         n_levels = len(self.centroids)
         width = self.leaf_beam if n_levels == 1 else self.beam
         nodes = np.broadcast_to(np.arange(len(top)), sim.shape)
-        _, beam = _topk(sim, np.ascontiguousarray(nodes), min(width, len(top)))
+        path, beam = _topk(sim, np.ascontiguousarray(nodes), min(width, len(top)))
         for level in range(1, n_levels):
             off = self.offsets[level - 1]
             valid = beam >= 0
             b = np.where(valid, beam, 0)
-            cand = _expand(off[b], np.where(valid, off[b + 1] - off[b], 0))
+            cand, slot = _expand(off[b], np.where(valid, off[b + 1] - off[b], 0))
             s = self._route_scores(q, level, cand)
+            if self.parent_weight:
+                # Path score: the parent's beam score carries down (free: no new comparisons).
+                parent = np.take_along_axis(path, np.maximum(slot, 0), 1)
+                s = np.where(cand >= 0, s + self.parent_weight * parent, -np.inf).astype(np.float32)
             comparisons += int((cand >= 0).sum())
             width = self.leaf_beam if level == n_levels - 1 else self.beam
-            _, beam = _topk(s, cand, min(width, cand.shape[1]))
+            path, beam = _topk(s, cand, min(width, cand.shape[1]))
         off = self.offsets[-1]
         valid = beam >= 0
         b = np.where(valid, beam, 0)
-        pos = _expand(off[b], np.where(valid, off[b + 1] - off[b], 0))
+        pos, _ = _expand(off[b], np.where(valid, off[b + 1] - off[b], 0))
         if self._rows is not None:
             s = _score(q, self._rows, pos)
         else:

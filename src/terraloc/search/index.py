@@ -301,7 +301,9 @@ def make_index(spec: str, embeddings: np.ndarray, **options: Any) -> SearchIndex
 
 
 # Options that change how an index is searched, not what is built: not part of its cache file name.
-SEARCH_TIME_OPTIONS = frozenset({"params", "nprobe", "ef_search", "beam", "leaf_beam", "query_batch", "max_memory_mb"})
+SEARCH_TIME_OPTIONS = frozenset(
+    {"params", "nprobe", "ef_search", "beam", "leaf_beam", "parent_weight", "query_batch", "max_memory_mb"}
+)
 
 
 def index_cache_name(spec: str, **options: Any) -> str:
