@@ -272,6 +272,7 @@ def test_hierarchical_parent_weight() -> None:
         with pytest.raises(InputError, match="parent_weight"):
             HierarchicalIndex([parents, leaves], offsets, np.arange(2), rows, {}, parent_weight=bad)
     # _expand reports which beam column each child came from (-1 where padded).
-    cand, slot = _expand(np.array([[4, 0], [2, 0]]), np.array([[2, 1], [1, 0]]))
+    cand, slot = _expand(np.array([[4, 0], [2, 0]]), np.array([[2, 1], [1, 0]]), slots=True)
     np.testing.assert_array_equal(cand, [[4, 5, 0], [2, -1, -1]])
     np.testing.assert_array_equal(slot, [[0, 0, 1], [0, -1, -1]])
+    assert _expand(np.array([[4, 0]]), np.array([[2, 1]]))[1] is None  # slots only when asked

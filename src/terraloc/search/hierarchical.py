@@ -101,18 +101,20 @@ def _normalise(x: NDArray[np.float32]) -> NDArray[np.float32]:
     return (x / np.maximum(n, 1e-12)).astype(np.float32)
 
 
-def _expand(starts: NDArray[np.int64], lens: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+def _expand(
+    starts: NDArray[np.int64], lens: NDArray[np.int64], *, slots: bool = False
+) -> tuple[NDArray[np.int64], NDArray[np.int64] | None]:
     """Concatenate per-query ranges: ``(Q, B)`` starts/lengths → ``(Q, M)`` indices, ``-1`` padded.
 
-    Also returns, per output cell, the column ``0..B-1`` of the range it came from (``-1`` padded),
-    so a value per range (a parent's beam score) can follow its children.
+    With ``slots``, also the column ``0..B-1`` of the range each output cell came from (``-1``
+    padded), so a value per range (a parent's beam score) can follow its children; else ``None``.
     """
     q, b = starts.shape
     lens_f = lens.ravel()
     total = int(lens_f.sum())
     per_q = lens.sum(axis=1)
     out = np.full((q, int(per_q.max()) if q else 0), -1, dtype=np.int64)
-    slot = out.copy()
+    slot = out.copy() if slots else None
     if total == 0:
         return out, slot
     seg_start = np.cumsum(lens_f) - lens_f
@@ -122,8 +124,19 @@ def _expand(starts: NDArray[np.int64], lens: NDArray[np.int64]) -> tuple[NDArray
     q_start = np.cumsum(per_q) - per_q
     cols = np.arange(total) - np.repeat(q_start, per_q)
     out[rows, cols] = values
-    slot[rows, cols] = np.repeat(np.tile(np.arange(b), q), lens_f)
+    if slot is not None:
+        slot[rows, cols] = np.repeat(np.tile(np.arange(b), q), lens_f)
     return out, slot
+
+
+def _children(
+    offsets: NDArray[np.int64], beam: NDArray[np.int64], *, slots: bool = False
+) -> tuple[NDArray[np.int64], NDArray[np.int64] | None]:
+    """Children ``(Q, M)`` of the ``(Q, B)`` beam nodes (``-1`` ignored) through CSR ``offsets``,
+    ``-1`` padded; with ``slots``, also each child's beam column (see :func:`_expand`)."""
+    valid = beam >= 0
+    b = np.where(valid, beam, 0)
+    return _expand(offsets[b], np.where(valid, offsets[b + 1] - offsets[b], 0), slots=slots)
 
 
 def _score(q: NDArray[np.float32], table: NDArray[Any], idx: NDArray[np.int64]) -> NDArray[np.float32]:
@@ -425,22 +438,16 @@ class HierarchicalIndex(SearchIndex):
         nodes = np.broadcast_to(np.arange(len(top)), sim.shape)
         path, beam = _topk(sim, np.ascontiguousarray(nodes), min(width, len(top)))
         for level in range(1, n_levels):
-            off = self.offsets[level - 1]
-            valid = beam >= 0
-            b = np.where(valid, beam, 0)
-            cand, slot = _expand(off[b], np.where(valid, off[b + 1] - off[b], 0))
+            cand, slot = _children(self.offsets[level - 1], beam, slots=self.parent_weight > 0)
             s = self._route_scores(q, level, cand)
-            if self.parent_weight:
+            if slot is not None:
                 # Path score: the parent's beam score carries down (free: no new comparisons).
                 parent = np.take_along_axis(path, np.maximum(slot, 0), 1)
                 s = np.where(cand >= 0, s + self.parent_weight * parent, -np.inf).astype(np.float32)
             comparisons += int((cand >= 0).sum())
             width = self.leaf_beam if level == n_levels - 1 else self.beam
             path, beam = _topk(s, cand, min(width, cand.shape[1]))
-        off = self.offsets[-1]
-        valid = beam >= 0
-        b = np.where(valid, beam, 0)
-        pos, _ = _expand(off[b], np.where(valid, off[b + 1] - off[b], 0))
+        pos, _ = _children(self.offsets[-1], beam)
         if self._rows is not None:
             s = _score(q, self._rows, pos)
         else:
