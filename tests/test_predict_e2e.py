@@ -137,31 +137,23 @@ def test_refdb_build_from_exif_folder_resume_and_mismatch(tmp_path: Path, cli, t
     assert len(db) == 3 and set(db.table["country"]) == {"France", "Brazil"}
     assert (out / "skipped.csv").read_text().count("nogps.jpg") == 1
 
-    # resume: delete the final files but keep the shards → resumes, same result
+    # an interrupted build (stopped after its first part) resumes from the parts it finished
     out2 = tmp_path / "db2"
-    from terraloc.encoders.image import load_backbone
-    from terraloc.search import refdb
+    from terraloc.engine import make_engine
+    from terraloc.engine.refdb_build import build_refdb, geotagged_items
 
-    bb = load_backbone(tiny_clip)
-    calls: list[int] = []
-    real = refdb._embed_local
-
-    def flaky(paths, backbone, **kw):  # type: ignore[no-untyped-def]
-        calls.append(len(paths))
-        if len(calls) == 2:
+    def stop(p) -> None:  # type: ignore[no-untyped-def]
+        if p.done >= 2:
             raise KeyboardInterrupt
-        return real(paths, backbone, **kw)
 
-    refdb.ENGINES["local"] = flaky
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            refdb.build_database(folder, bb, out2, shard_size=2, progress=False)
-        assert not (out2 / "manifest.json").exists() and (out2 / ".work/shard-00000.npz").exists()
-        summary = refdb.build_database(folder, bb, out2, shard_size=2, progress=False)
-    finally:
-        refdb.ENGINES["local"] = real
-    assert summary["resumed_shards"] == 1 and summary["n"] == 3
+    items = geotagged_items(folder)
+    with pytest.raises(KeyboardInterrupt):
+        build_refdb(items, str(tiny_clip), out2, make_engine("local"), part_size=2, on_progress=stop)
+    assert not (out2 / "manifest.json").exists() and (out2 / ".work/parts/part-00000.parquet").exists()
+    res = build_refdb(items, str(tiny_clip), out2, make_engine("local"), part_size=2)
+    assert res["summary"].skipped == 2 and res["n"] == 3
     assert not (out2 / ".work").exists()
+    assert ReferenceDatabase.load(out2).table.equals(db.table)
 
     # query with the same backbone: Paris-coloured photo lands in France
     query = tmp_path / "q.jpg"

@@ -19,47 +19,13 @@ def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def local_db(shared: Path, tiny_clip: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from terraloc.encoders.image import load_backbone
-    from terraloc.search.refdb import build_database
+    from terraloc.engine import make_engine
+    from terraloc.engine.refdb_build import build_refdb, geotagged_items
 
     db = tmp_path_factory.mktemp("refdb") / "db"
-    build_database(shared / "data/photos/osv5m/osv5m_photos.csv", load_backbone(str(tiny_clip)), db, progress=False)
+    items = geotagged_items(shared / "data/photos/osv5m/osv5m_photos.csv")
+    build_refdb(items, str(tiny_clip), db, make_engine("local"))
     return db
-
-
-@pytest.mark.slow
-def test_ray_engine_builds_the_same_database(
-    shared: Path, tmp_path: Path, cli, tiny_clip: Path, local_db: Path
-) -> None:  # type: ignore[no-untyped-def]
-    import pandas as pd
-
-    from terraloc.search.refdb import ReferenceDatabase
-
-    pytest.importorskip("ray")
-    # A CSV with one unreadable photo: both engines must skip and list it.
-    src = shared / "data/photos/osv5m"
-    rows = pd.read_csv(src / "osv5m_photos.csv").head(20)
-    rows["path"] = [str(src / p) for p in rows["path"]]
-    broken = tmp_path / "broken.jpg"
-    broken.write_bytes(b"not a jpeg")
-    rows.loc[len(rows)] = [str(broken), 0, 10.0, 20.0, "x", "y"]
-    csv_path = tmp_path / "refs.csv"
-    rows.to_csv(csv_path, index=False)
-    outs = {}
-    for engine in ("local", "ray"):
-        outs[engine] = tmp_path / f"db-{engine}"
-        r = cli("db", "build", "--images", csv_path, "--backbone", tiny_clip, "--out", outs[engine],
-                "--engine", engine, "--workers", "1", "--batch-size", "8", "--shard-size", "12")  # fmt: skip
-        assert r.code == 0, r.err
-        assert "broken.jpg" in r.err
-    a, b = ReferenceDatabase.load(outs["local"]), ReferenceDatabase.load(outs["ray"])
-    assert len(a) == len(b) == 20
-    pd.testing.assert_frame_equal(a.table, b.table)
-    ea, eb = a.index.reconstruct_n(0, len(a)), b.index.reconstruct_n(0, len(b))
-    np.testing.assert_allclose(ea, eb, atol=1e-5)
-    assert (a.search(ea, 3)[1] == b.search(ea, 3)[1]).all()
-    assert a.manifest["backbone"] == b.manifest["backbone"]
-    assert (outs["ray"] / "skipped.csv").read_text() == (outs["local"] / "skipped.csv").read_text()
 
 
 @pytest.mark.slow

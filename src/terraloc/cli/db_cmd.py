@@ -15,40 +15,74 @@ app.add_typer(db_app, name="db")
 
 @db_app.command("build")
 def db_build(
-    images: Annotated[Path, typer.Option("--images", help="CSV (path,lat,lon) or a folder of EXIF-geotagged photos.")],
-    out: Annotated[Path, typer.Option("--out", help="Database folder to create (resumes an unfinished build).")],
+    images: Annotated[
+        Path | None,
+        typer.Option("--images", "--photos", help="CSV/Parquet manifest (path,lat,lon) or a folder of EXIF-geotagged photos."),
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Database folder to create (resumes an unfinished build).")] = None,
     backbone: Annotated[str, typer.Option(help="Backbone spec (folder, model name, efficientnet-lite0).")] = (
         "efficientnet-lite0"
     ),
-    shard_size: Annotated[int, typer.Option(help="Photos per resumable shard.")] = 256,
-    batch_size: Annotated[int, typer.Option(help="Images per backbone call.")] = 16,
-    workers: Annotated[int, typer.Option(help="Decoding threads.")] = 2,
-    engine: Annotated[
+    index: Annotated[
         str,
         typer.Option(
-            help="Embedding engine: local, or ray (Ray Data; starts a local cluster limited to --workers CPUs "
-            "unless RAY_ADDRESS is set)."
+            "--index",
+            help="FAISS factory string, optionally with search parameters: Flat, HNSW32, 'IVF1024,PQ32@nprobe=16'.",
         ),
-    ] = "local",
+    ] = "Flat",
+    train_size: Annotated[int, typer.Option(help="Rows sampled to train IVF/PQ indexes.")] = 100_000,
+    part_size: Annotated[
+        int | None, typer.Option("--part-size", "--shard-size", help="Photos per resumable part (default: by count).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per backbone call.")] = 16,
+    engine: Annotated[str, typer.Option(help="local (this process) or ray (actor pool; see docs/engine.md).")] = "local",
+    ray_address: Annotated[
+        str | None, typer.Option("--ray-address", help="Ray cluster to join (default: RAY_ADDRESS, else start one).")
+    ] = None,
+    workers: Annotated[int, typer.Option(help="Ray actors, or compute + decoding threads for --engine local.")] = 2,
+    threads: Annotated[int, typer.Option(help="Compute threads per Ray actor.")] = 1,
+    gpus: Annotated[float | None, typer.Option("--gpus", help="GPUs per Ray actor (default: automatic).")] = None,
+    id_col: Annotated[str | None, typer.Option("--id-col", help="Manifest id column (default: file stem).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Draw a progress bar.")] = True,
 ) -> None:
     """Embed geotagged photos into a FAISS index + Parquet table; photos without GPS are listed."""
-    from terraloc.encoders.image import load_backbone
-    from terraloc.search.refdb import build_database
+    from terraloc.cli.engine_view import print_summary, progress_bar
+    from terraloc.engine import make_engine
+    from terraloc.engine.refdb_build import build_refdb, geotagged_items
+    from terraloc.errors import InputError
 
-    bb = load_backbone(backbone)
-    summary = build_database(
-        images, bb, out, shard_size=shard_size, batch_size=batch_size, workers=workers, engine=engine
-    )
-    skipped = summary["skipped"]
-    for path, reason in skipped[:20]:
-        err_console.print(f"skipped: {path}: {reason}", markup=False)
-    if len(skipped) > 20:
-        err_console.print(f"... and {len(skipped) - 20} more (see {out / 'skipped.csv'})", markup=False)
-    resumed = f", resumed {summary['resumed_shards']} shard(s)" if summary["resumed_shards"] else ""
-    typer.echo(
-        f"built {out}: {summary['n']} reference photos, {len(skipped)} skipped, backbone {bb.model_id} "
-        f"({summary['seconds']:.1f} s{resumed})"
-    )
+    if images is None:
+        raise InputError("missing option --images (a manifest or a folder of geotagged photos)", field="images")
+    if out is None:
+        raise InputError("missing option --out", field="out")
+    eng = make_engine(engine, workers=workers, threads=threads, ray_address=ray_address, gpus=gpus)
+    items = geotagged_items(images, id_col=id_col)
+    with progress_bar("embedding", enabled=progress and not as_json) as bar:
+        res = build_refdb(
+            items,
+            backbone,
+            out,
+            eng,
+            index=index,
+            train_size=train_size,
+            part_size=part_size,
+            batch_size=batch_size,
+            decode_threads=workers if engine == "local" else 1,
+            on_progress=bar,
+        )
+    skipped = res["skipped"]
+    if not as_json:
+        for path, reason in skipped[:20]:
+            err_console.print(f"skipped: {path}: {reason}", markup=False)
+        if len(skipped) > 20:
+            err_console.print(f"... and {len(skipped) - 20} more (see {out / 'skipped.csv'})", markup=False)
+    print_summary(res["summary"], as_json, {"n": res["n"], "index": res["index"], "out": str(out)})
+    if not as_json:
+        typer.echo(
+            f"built {out}: {res['n']} reference photos, {len(skipped)} skipped, backbone {backbone}, "
+            f"index {res['index']} ({res['seconds']:.1f} s)"
+        )
 
 
 @db_app.command("info")

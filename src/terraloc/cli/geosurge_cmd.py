@@ -267,28 +267,6 @@ def train_command(
         distributed.shutdown(info)
 
 
-@app.command("embed")
-def embed_command(
-    photos: Annotated[
-        Path, typer.Option("--photos", help="CSV with columns path,lat,lon (paths relative to the CSV).")
-    ],
-    out: Annotated[Path, typer.Option("--out", help="Shard folder to write.")],
-    backbone: Annotated[
-        str, typer.Option("--backbone", help="Image backbone spec (see terraloc.encoders.image).")
-    ] = "tiny",
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
-    shard_rows: Annotated[int, typer.Option("--shard-rows")] = 16384,
-    id_col: Annotated[str, typer.Option(help="Id column (default: the path).")] = "path",
-) -> None:
-    """Embed geotagged photos with a backbone and write training shards (bad images are skipped)."""
-    from terraloc.train.embed import embed_photos
-
-    n, errors = embed_photos(photos, out, backbone, batch_size=batch_size, shard_rows=shard_rows, id_col=id_col)
-    for e in errors:
-        err_console.print(f"skipped: {e}", markup=False)
-    err_console.print(f"{n} photo(s) embedded into {out} ({len(errors)} skipped)", markup=False)
-
-
 @bench_app.command("geosurge")
 def bench_geosurge(
     quick: Annotated[bool, typer.Option("--quick", help="Fewer epochs (under five minutes).")] = False,

@@ -132,6 +132,19 @@ def predict_command(
     llm: Annotated[
         str | None, typer.Option(help="LLM for --reasoner rag: local[:NAME|:PATH.gguf] or http(s)://HOST/v1#MODEL.")
     ] = None,
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            help="Bulk mode: local or ray. Writes resumable Parquet parts (to --output DIR, or FILE.parts/ beside "
+            "--output FILE) and merges them into FILE; see docs/engine.md."
+        ),
+    ] = None,
+    ray_address: Annotated[
+        str | None, typer.Option("--ray-address", help="Ray cluster to join (default: RAY_ADDRESS, else start one).")
+    ] = None,
+    threads: Annotated[int, typer.Option("--threads", help="Compute threads per Ray actor (--engine ray).")] = 1,
+    part_size: Annotated[int | None, typer.Option("--part-size", help="Photos per part file (--engine).")] = None,
+    gpus: Annotated[float | None, typer.Option("--gpus", help="GPUs per Ray actor (default: automatic).")] = None,
 ) -> None:
     """Predict where photos were taken: ranked locations with probabilities and place names.
 
@@ -162,6 +175,31 @@ def predict_command(
             backbone = json.loads((db / "manifest.json").read_text())["backbone"]["id"]
         else:
             backbone = "clip-vit-large-patch14"
+
+    if engine is not None:
+        from terraloc.cli.engine_predict import predict_with_engine
+
+        config_json = {
+            "backbone": backbone,
+            "head": head,
+            "refdb": str(db) if db is not None else None,
+            "checkpoint": str(checkpoint) if checkpoint is not None else None,
+            "fusion": str(fusion) if fusion is not None else None,
+            "segmenter": segmenter,
+            "ten_crop": ten_crop,
+            "batch_size": batch_size,
+            "workers": workers if engine == "local" else 1,
+            "places": places,
+            "reasoner": reasoner,
+            "llm": llm,
+        }
+        code = predict_with_engine(
+            [str(p) for p in paths], config_json, top_k, fmt, output, map_html, engine, ray_address, workers,
+            threads, part_size, gpus,
+        )  # fmt: skip
+        if code:
+            raise typer.Exit(code)
+        return
 
     images, input_errors = expand_inputs(paths)
     done: set[str] = set()

@@ -8,17 +8,15 @@ On disk (``DIR``):
 * ``table.parquet`` — one row per reference photo: ``id, path, lat, lon, city, admin1, country``;
 * ``skipped.csv`` — photos that were not included (no GPS, unreadable) and why.
 
-Building goes through ``DIR/.work/`` shards (``shard-NNNNN.npz``), so an interrupted build resumes
-where it stopped; the final files are written atomically.
+Databases are built by :func:`terraloc.engine.refdb_build.build_refdb` (local or Ray engine,
+resumable through ``DIR/.work/`` part files; any FAISS factory string); the final files are
+written atomically.
 """
 
 from __future__ import annotations
 
-import csv
 import json
-import shutil
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,10 +26,6 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from terraloc.errors import InputError, MissingResourceError
-from terraloc.io import atomic_write, atomic_write_text
-
-MANIFEST_VERSION = 1
-
 
 # --------------------------------------------------------------------------- inputs
 
@@ -137,75 +131,7 @@ def read_geotagged(source: str | Path) -> tuple[list[GeoPhoto], list[tuple[str, 
     return photos, skipped
 
 
-# --------------------------------------------------------------------------- embedding loop
-
-
-def embed_photos(
-    paths: Sequence[str],
-    backbone: Any,
-    *,
-    engine: str = "local",
-    batch_size: int = 16,
-    workers: int = 2,
-    on_batch: Callable[[list[int], NDArray[np.float32], dict[int, str]], None] | None = None,
-) -> tuple[NDArray[np.float32], NDArray[np.bool_], dict[int, str]]:
-    """Embed image files with ``backbone``: returns ``(embeddings (N, D) float32 normalised, ok (N,), errors)``.
-
-    Rows whose image failed are zero and ``ok`` is False; ``errors`` maps their index to a message.
-    ``engine="local"`` decodes in ``workers`` threads and runs the backbone in this process; other
-    engines (e.g. ``"ray"``) are registered by other modules in :data:`ENGINES`.
-    ``on_batch(indices, embeddings, errors)`` is called after every batch (for progress / shards).
-    """
-    if engine == "ray" and "ray" not in ENGINES:
-        from terraloc.search.ray_engine import embed_ray
-
-        ENGINES["ray"] = embed_ray
-    if engine not in ENGINES:
-        raise InputError(f"unknown engine '{engine}'; known: {', '.join(ENGINES)}", field="engine")
-    return ENGINES[engine](paths, backbone, batch_size=batch_size, workers=workers, on_batch=on_batch)
-
-
-def _embed_local(
-    paths: Sequence[str],
-    backbone: Any,
-    *,
-    batch_size: int,
-    workers: int,
-    on_batch: Callable[[list[int], NDArray[np.float32], dict[int, str]], None] | None,
-) -> tuple[NDArray[np.float32], NDArray[np.bool_], dict[int, str]]:
-    from terraloc.encoders.image.batching import iter_pixel_batches
-
-    n = len(paths)
-    emb = np.zeros((n, backbone.dim), dtype=np.float32)
-    ok = np.zeros(n, dtype=bool)
-    errors: dict[int, str] = {}
-    for b in iter_pixel_batches(paths, backbone.preprocess, batch_size=batch_size, workers=workers):
-        errors.update(b.errors)
-        vec = np.zeros((0, backbone.dim), dtype=np.float32)
-        if b.indices:
-            vec = backbone.embed_pixels(b.pixels).numpy().astype(np.float32)
-            emb[b.indices] = vec
-            ok[b.indices] = True
-        if on_batch is not None:
-            on_batch(b.indices, vec, b.errors)
-    return emb, ok, errors
-
-
-ENGINES: dict[str, Callable[..., tuple[NDArray[np.float32], NDArray[np.bool_], dict[int, str]]]] = {
-    "local": _embed_local,
-}
-
-
 # --------------------------------------------------------------------------- database
-
-
-def _flat_index(emb: NDArray[np.float32]) -> Any:
-    import faiss
-
-    index = faiss.IndexFlatIP(emb.shape[1])
-    if len(emb):
-        index.add(np.ascontiguousarray(emb, dtype=np.float32))
-    return index
 
 
 class ReferenceDatabase:
@@ -249,6 +175,8 @@ class ReferenceDatabase:
         if backbone is not None:
             check_backbone(manifest, backbone, p)
         index = faiss.read_index(str(p / "index.faiss"))
+        if manifest.get("search_params"):
+            faiss.ParameterSpace().set_index_parameters(index, str(manifest["search_params"]))
         table = pd.read_parquet(p / "table.parquet")
         if index.ntotal != len(table):
             raise InputError(f"index has {index.ntotal} vectors but the table {len(table)} rows", path=p)
@@ -280,137 +208,6 @@ def check_backbone(manifest: dict, backbone: Any, path: Path) -> None:
             path=path,
             field="backbone",
         )
-
-
-def build_database(
-    images: str | Path,
-    backbone: Any,
-    out: str | Path,
-    *,
-    shard_size: int = 256,
-    batch_size: int = 16,
-    workers: int = 2,
-    engine: str = "local",
-    progress: bool = True,
-    places: bool = True,
-) -> dict[str, Any]:
-    """Embed geotagged photos into a :class:`ReferenceDatabase` at ``out``; resumable.
-
-    Returns a summary: ``n`` included, ``skipped`` count, ``resumed_shards``, ``seconds``.
-    """
-    t0 = time.perf_counter()
-    out = Path(out)
-    man_path = out / "manifest.json"
-    desc = {"id": backbone.model_id, "hash": backbone.weights_hash, "dim": backbone.dim}
-    if man_path.exists():
-        manifest = json.loads(man_path.read_text())
-        check_backbone(manifest, backbone, out)
-        raise InputError("a complete database already exists here (delete the folder to rebuild)", path=out)
-    photos, skipped = read_geotagged(images)
-    work = out / ".work"
-    work.mkdir(parents=True, exist_ok=True)
-    job = {"backbone": desc, "source": str(Path(images).resolve()), "n": len(photos), "shard_size": shard_size}
-    job_path = work / "job.json"
-    if job_path.exists():
-        prev = json.loads(job_path.read_text())
-        if prev.get("backbone") != desc:
-            raise InputError(
-                f"an unfinished build here used backbone '{prev.get('backbone', {}).get('id')}'; "
-                "resume with that backbone or delete the folder",
-                path=out,
-                field="backbone",
-            )
-        if prev != job:
-            raise InputError("an unfinished build here used other input photos; delete the folder", path=out)
-    else:
-        atomic_write_text(job_path, json.dumps(job))
-    n_shards = (len(photos) + shard_size - 1) // shard_size
-    resumed = 0
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    with Progress(
-        TextColumn("embedding"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        disable=not progress,
-        transient=True,
-    ) as bar:
-        task = bar.add_task("embed", total=len(photos))
-        for s in range(n_shards):
-            shard_path = work / f"shard-{s:05d}.npz"
-            lo, hi = s * shard_size, min(len(photos), (s + 1) * shard_size)
-            if shard_path.exists():
-                resumed += 1
-                bar.advance(task, hi - lo)
-                continue
-            paths = [p.path for p in photos[lo:hi]]
-            emb, ok, errors = embed_photos(
-                paths,
-                backbone,
-                engine=engine,
-                batch_size=batch_size,
-                workers=workers,
-                on_batch=lambda idx, v, e: bar.advance(task, len(idx) + len(e)),
-            )
-            err_arr = np.array([errors.get(i, "") for i in range(hi - lo)], dtype=object).astype(str)
-            with atomic_write(shard_path, "wb") as fh:
-                np.savez(fh, emb=emb, ok=ok, errors=err_arr)
-    # Assemble
-    embs, oks, errs = [], [], []
-    for s in range(n_shards):
-        with np.load(work / f"shard-{s:05d}.npz") as z:
-            embs.append(z["emb"])
-            oks.append(z["ok"])
-            errs.append(z["errors"])
-    emb = np.concatenate(embs) if embs else np.zeros((0, backbone.dim), np.float32)
-    ok = np.concatenate(oks) if oks else np.zeros(0, bool)
-    err = np.concatenate(errs) if errs else np.zeros(0, str)
-    for i in np.flatnonzero(~ok):
-        skipped.append((photos[i].path, str(err[i]) or "failed"))
-    keep = [p for p, good in zip(photos, ok, strict=True) if good]
-    if not keep:
-        raise InputError("no usable geotagged photos (see skipped list)", path=images)
-    table = pd.DataFrame(
-        {
-            "id": [p.id for p in keep],
-            "path": [p.path for p in keep],
-            "lat": np.array([p.lat for p in keep], dtype=np.float64),
-            "lon": np.array([p.lon for p in keep], dtype=np.float64),
-        }
-    )
-    if places:
-        from terraloc.geo.places import reverse_geocode
-
-        pl = reverse_geocode(table[["lat", "lon"]].to_numpy())
-        table["city"] = [p.city for p in pl]
-        table["admin1"] = [p.admin1 for p in pl]
-        table["country"] = [p.country for p in pl]
-    emb = emb[ok]
-    import faiss
-
-    index = _flat_index(emb)
-    tmp_index = out / ".index.faiss.tmp"
-    faiss.write_index(index, str(tmp_index))
-    tmp_index.replace(out / "index.faiss")
-    with atomic_write(out / "table.parquet", "wb") as fh:
-        table.to_parquet(fh, index=False)
-    with atomic_write(out / "skipped.csv", "w") as fh:
-        w = csv.writer(fh)
-        w.writerow(["path", "reason"])
-        w.writerows(skipped)
-    manifest = {
-        "version": MANIFEST_VERSION,
-        "backbone": desc,
-        "n": len(table),
-        "skipped": len(skipped),
-        "source": str(Path(images).resolve()),
-        "metric": "inner product of L2-normalised float32 embeddings",
-        "complete": True,
-    }
-    atomic_write_text(man_path, json.dumps(manifest, indent=2))
-    shutil.rmtree(work, ignore_errors=True)
-    return {"n": len(table), "skipped": skipped, "resumed_shards": resumed, "seconds": time.perf_counter() - t0}
 
 
 # --------------------------------------------------------------------------- head

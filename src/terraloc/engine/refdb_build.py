@@ -1,0 +1,177 @@
+"""Reference-database builds on the engine: embed into part files, then assemble the database.
+
+``build_refdb`` runs an embedding job into ``OUT/.work/`` (resumable, local or Ray), then streams
+the parts once to build the FAISS index (any factory string; indexes that need training — IVF,
+PQ — are trained on a seeded sample of at most ``train_size`` rows first), the Parquet table
+(``id, path, lat, lon, city, admin1, country``) and ``skipped.csv``, and writes ``manifest.json``
+last. Neither step holds all embeddings in memory except inside the index itself: memory per
+reference photo is what the index stores (``Flat``: 4·D bytes; ``IVF…,PQm``: m bytes + 8) plus the
+table row (about 100 bytes).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from numpy.typing import NDArray
+
+from terraloc.engine.inputs import WorkItems
+from terraloc.engine.job import Engine, read_manifest, run_job
+from terraloc.engine.progress import ProgressCallback, RunSummary
+from terraloc.engine.workers import EmbedSpec
+from terraloc.errors import InputError
+from terraloc.io import atomic_write, atomic_write_text
+
+WORK = ".work"
+MANIFEST_VERSION = 1
+
+
+def geotagged_items(images: str | Path, *, id_col: str | None = None) -> WorkItems:
+    """Geotagged photos: a CSV/Parquet manifest with lat/lon, or a folder of EXIF-geotagged photos."""
+    from terraloc.engine.inputs import read_work_items
+    from terraloc.search.refdb import read_geotagged
+
+    src = Path(images)
+    if src.is_dir():
+        photos, skipped = read_geotagged(src)
+        coords = np.array([[p.lat, p.lon] for p in photos], dtype=np.float64).reshape(-1, 2)
+        return WorkItems([p.id for p in photos], [p.path for p in photos], coords, skipped)
+    if not src.exists():
+        raise InputError("no such file or folder", path=src)
+    return read_work_items(src, id_col=id_col, require_coords=True)
+
+
+def parse_index_spec(spec: str) -> tuple[str, str]:
+    """``"IVF256,Flat@nprobe=16"`` → (factory string, FAISS search parameters)."""
+    factory, _, params = spec.partition("@")
+    return factory.strip() or "Flat", params.strip()
+
+
+def _embeddings(t: pa.Table) -> NDArray[np.float32]:
+    col = t.column("embedding").combine_chunks()
+    d = col.type.list_size
+    return np.asarray(col.values.to_numpy(zero_copy_only=False), dtype=np.float32).reshape(-1, d)
+
+
+def _train_sample(parts: list[Path], rows: list[int], size: int, seed: int) -> NDArray[np.float32]:
+    """A seeded uniform sample of ``size`` embedding rows, read part by part."""
+    total = sum(rows)
+    pick = np.sort(np.random.default_rng(seed).choice(total, size=min(size, total), replace=False))
+    out, start = [], 0
+    for f, n in zip(parts, rows, strict=True):
+        sel = pick[(pick >= start) & (pick < start + n)] - start
+        if len(sel):
+            out.append(_embeddings(pq.read_table(f, columns=["embedding"]))[sel])
+        start += n
+    return np.concatenate(out)
+
+
+def build_refdb(
+    items: WorkItems,
+    backbone: str,
+    out: str | Path,
+    engine: Engine,
+    *,
+    index: str = "Flat",
+    train_size: int = 100_000,
+    part_size: int | None = None,
+    batch_size: int = 32,
+    decode_threads: int = 1,
+    places: bool = True,
+    seed: int = 0,
+    on_progress: ProgressCallback | None = None,
+) -> dict[str, Any]:
+    """Build a :class:`~terraloc.search.refdb.ReferenceDatabase` at ``out``; resumable.
+
+    Returns:
+        ``{"n", "skipped" [(path, reason)], "index", "summary" (RunSummary), "seconds"}``.
+    """
+    import faiss
+
+    t0 = time.perf_counter()
+    out = Path(out)
+    if (out / "manifest.json").exists():
+        raise InputError("a complete database already exists here (delete the folder to rebuild)", path=out)
+    factory, params = parse_index_spec(index)
+    work = out / WORK
+    spec = EmbedSpec(backbone, batch_size=batch_size, decode_threads=decode_threads)
+    summary: RunSummary = run_job(spec, items, work, engine, part_size=part_size, on_progress=on_progress)
+    man = read_manifest(work)
+    assert man is not None
+    desc = man["model"]["backbone"]
+    dim = int(desc["dim"])
+    files = [work / p["file"] for p in man["parts"]]
+    rows = [int(p["rows"]) for p in man["parts"]]
+    n = sum(rows)
+    skipped: list[tuple[str, str]] = list(items.skipped)
+    with open(work / "errors.csv", encoding="utf-8", newline="") as fh:
+        for r in csv.DictReader(fh):
+            if r["index"]:
+                skipped.append((r["path"], r["reason"]))
+    if n == 0:
+        raise InputError("no usable geotagged photos (see the skipped list)", path=out)
+    try:
+        idx = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as exc:
+        raise InputError(f"bad FAISS factory string '{factory}': {str(exc).splitlines()[0]}", field="index") from None
+    if not idx.is_trained:
+        sample = _train_sample(files, rows, train_size, seed)
+        try:
+            idx.train(sample)
+        except RuntimeError as exc:
+            raise InputError(
+                f"cannot train '{factory}' on {len(sample)} rows: {str(exc).splitlines()[0]}", field="index"
+            ) from None
+    if params:
+        try:
+            faiss.ParameterSpace().set_index_parameters(idx, params)
+        except RuntimeError as exc:
+            raise InputError(f"bad FAISS search parameters '{params}': {exc}", field="index") from None
+    schema = pa.schema([("id", pa.string()), ("path", pa.string()), ("lat", pa.float64()), ("lon", pa.float64())])
+    if places:
+        schema = schema.append(pa.field("city", pa.string()))
+        schema = schema.append(pa.field("admin1", pa.string()))
+        schema = schema.append(pa.field("country", pa.string()))
+    with atomic_write(out / "table.parquet", "wb") as fh, pq.ParquetWriter(fh, schema) as writer:
+        for f in files:
+            t = pq.read_table(f)
+            if t.num_rows == 0:
+                continue
+            idx.add(np.ascontiguousarray(_embeddings(t)))
+            cols: dict[str, Any] = {c: t.column(c) for c in ("id", "path", "lat", "lon")}
+            if places:
+                from terraloc.geo.places import reverse_geocode
+
+                pl = reverse_geocode(np.stack([t.column("lat").to_numpy(), t.column("lon").to_numpy()], 1))
+                cols["city"] = pa.array([p.city for p in pl], pa.string())
+                cols["admin1"] = pa.array([p.admin1 for p in pl], pa.string())
+                cols["country"] = pa.array([p.country for p in pl], pa.string())
+            writer.write_table(pa.table(cols, schema=schema))
+    tmp = out / ".index.faiss.tmp"
+    faiss.write_index(idx, str(tmp))
+    tmp.replace(out / "index.faiss")
+    with atomic_write(out / "skipped.csv", "w") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(["path", "reason"])
+        w.writerows(skipped)
+    manifest = {
+        "version": MANIFEST_VERSION,
+        "backbone": desc,
+        "n": n,
+        "skipped": len(skipped),
+        "index": factory,
+        "search_params": params,
+        "metric": "inner product of L2-normalised float32 embeddings",
+        "complete": True,
+    }
+    atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2))
+    shutil.rmtree(work, ignore_errors=True)
+    return {"n": n, "skipped": skipped, "index": index, "summary": summary, "seconds": time.perf_counter() - t0}
