@@ -8,6 +8,7 @@ which would stop every Ray process on a shared machine).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -46,6 +47,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> str:  # type: ignore[mi
 
     gcs, nm, om, agent, rt, metrics = _free_ports(6)
     temp = tempfile.mkdtemp(prefix="rt-", dir="/tmp")  # short: Ray's socket paths must stay short
+    # A test cluster on this machine only: no token (~/.ray/auth_token is shared by every Ray user of
+    # the machine, and another cluster starting may replace it); the driver and the CLI runs inherit it.
+    saved_auth = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     env["PYTHONPATH"] = os.pathsep.join([str(SRC), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     ray_bin = str(Path(sys.executable).with_name("ray"))
@@ -72,27 +77,27 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> str:  # type: ignore[mi
         if ray.is_initialized():
             ray.shutdown()
         proc.terminate()
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(60)
-        except subprocess.TimeoutExpired:
-            pass
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)  # leftovers of the group this fixture started
-        except ProcessLookupError:
-            pass
+        if saved_auth is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = saved_auth
         log.close()
 
 
 @pytest.fixture(scope="module")
 def inputs(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Shared photos (60 Im2GPS3k + 40 OSV-5M) with two broken files in between."""
+    """Shared photos (30 Im2GPS3k + 20 OSV-5M) with two broken files in between."""
     d = tmp_path_factory.mktemp("ray-inputs")
     (d / "empty.jpg").write_bytes(b"")
     (d / "truncated.jpg").write_bytes((shared / "data/photos/osv5m/1105240373293389.jpg").read_bytes()[:300])
-    photos = [str(p) for p in sorted((shared / "data/photos/im2gps3k_dev").glob("*.jpg"))[:60]]
-    photos += [str(p) for p in sorted((shared / "data/photos/osv5m").glob("*.jpg"))[:40]]
+    photos = [str(p) for p in sorted((shared / "data/photos/im2gps3k_dev").glob("*.jpg"))[:30]]
+    photos += [str(p) for p in sorted((shared / "data/photos/osv5m").glob("*.jpg"))[:20]]
     photos.insert(13, str(d / "empty.jpg"))
-    photos.insert(70, str(d / "truncated.jpg"))
+    photos.insert(40, str(d / "truncated.jpg"))
     pd.DataFrame({"path": photos}).to_csv(d / "photos.csv", index=False)
     return d / "photos.csv"
 
@@ -135,11 +140,11 @@ def test_ray_equals_local_embeddings_and_a_dead_worker_is_retried(
     spec = EmbedSpec(str(shared / TINY), batch_size=8)
     out = tmp_path / "ray"
     s = run_job(spec, items, out, make_engine("ray", workers=2, ray_address=cluster), part_size=10)
-    assert (s.done, s.failed, s.engine, s.parts_written) == (100, 2, "ray", 11)
+    assert (s.done, s.failed, s.engine, s.parts_written) == (50, 2, "ray", 6)
     _same_embeddings(local_embeddings, out)
     errs = _errors(out)
     assert [e["path"].rsplit("/", 1)[-1] for e in errs] == ["empty.jpg", "truncated.jpg"]
-    assert [e["index"] for e in errs] == ["13", "70"] and all(e["reason"] for e in errs)
+    assert [e["index"] for e in errs] == ["13", "40"] and all(e["reason"] for e in errs)
 
     # a worker process that dies after computing a partition (before writing it): Ray restarts the
     # actor and runs the partition again; nothing lost, nothing twice
@@ -148,7 +153,7 @@ def test_ray_equals_local_embeddings_and_a_dead_worker_is_retried(
     out2 = tmp_path / "ray-crash"
     s2 = run_job(spec, items, out2, make_engine("ray", workers=2, ray_address=cluster), part_size=10)
     assert marker.exists() and int(marker.read_text()) > 0  # a worker really exited
-    assert s2.done == 100 and s2.parts_written == 11
+    assert s2.done == 50 and s2.parts_written == 6
     _same_embeddings(local_embeddings, out2)
 
 
@@ -164,10 +169,10 @@ def test_ray_equals_local_predictions(shared: Path, inputs: Path, cluster: str, 
         outs[engine] = tmp_path / f"preds-{engine}.csv"
         r = cli("predict", "--db", db, inputs, "--engine", engine, "--output", outs[engine], "--top-k", "3",
                 "--part-size", "16", *(["--ray-address", cluster] if engine == "ray" else []))  # fmt: skip
-        assert r.code == 2 and "100 done" in r.err and "2 failed" in r.err, r.err
+        assert r.code == 2 and "50 done" in r.err and "2 failed" in r.err, r.err
     a = list(iter_predictions(tmp_path / "preds-local.csv.parts"))
     b = list(iter_predictions(tmp_path / "preds-ray.csv.parts"))
-    assert len(a) == len(b) == 102
+    assert len(a) == len(b) == 52
     for x, y in zip(a, b, strict=True):
         assert (x.image, x.error) == (y.image, y.error)
         assert len(x.candidates) == len(y.candidates)
@@ -188,16 +193,16 @@ def test_killed_driver_resumes_to_the_same_output(
            "--part-size", "10", "--no-progress"]  # fmt: skip
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 180
-    while len(list((out / "parts").glob("part-*.parquet"))) < 3:
+    while len(list((out / "parts").glob("part-*.parquet"))) < 2:
         assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
         assert time.time() < deadline, "no part written in 180 s"
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     finished = len(list((out / "parts").glob("part-*.parquet")))
-    assert not (out / "manifest.json").exists() and finished < 11
-    r = subprocess.run(cmd + ["--json"], env=env, capture_output=True, text=True, check=False)
+    assert not (out / "manifest.json").exists() and finished < 6
+    r = subprocess.run([*cmd, "--json"], env=env, capture_output=True, text=True, check=False)
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout.strip().splitlines()[-1])
-    assert summary["skipped"] >= 30 and summary["skipped"] + summary["done"] + summary["failed"] >= 102
+    assert summary["skipped"] >= 20 and summary["skipped"] + summary["done"] + summary["failed"] >= 52
     _same_embeddings(local_embeddings, out)

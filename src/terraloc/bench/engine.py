@@ -52,9 +52,9 @@ def replicated_manifest(photos: Sequence[Path], n: int, dest: Path) -> Path:
 
 
 def _refdb(work: Path) -> Path:
+    from terraloc.config import shared_dir
     from terraloc.engine import make_engine
     from terraloc.engine.refdb_build import build_refdb, geotagged_items
-    from terraloc.config import shared_dir
 
     db = work / "refdb_osv5m_effnet"
     if not (db / "manifest.json").exists():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -32,7 +32,9 @@ def bench_engine(
     ),
     driver_memory: Annotated[
         str | None,
-        typer.Option("--driver-memory", help="Also measure the Ray driver's peak RSS at these photo counts, e.g. 2000,20000."),
+        typer.Option(
+            "--driver-memory", help="Also measure the Ray driver's peak RSS at these photo counts, e.g. 2000,20000."
+        ),
     ] = None,
     ray_address: Annotated[str | None, typer.Option("--ray-address", help="Ray cluster to join.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
@@ -48,16 +50,16 @@ def bench_engine(
         if e not in ENGINE_NAMES:
             raise InputError(f"unknown engine '{e}'; choose from {', '.join(ENGINE_NAMES)}", field="engines")
     task_list = [t.strip() for t in tasks.split(",") if t.strip()]
-    for t in task_list:
-        if t not in ("embed", "predict"):
-            raise InputError(f"unknown task '{t}'; choose embed, predict", field="tasks")
+    for task in task_list:
+        if task not in ("embed", "predict"):
+            raise InputError(f"unknown task '{task}'; choose embed, predict", field="tasks")
     wl = _ints(workers, "workers")
     mem_sizes = _ints(driver_memory, "driver-memory") if driver_memory else []
     before = machine()
     say = None if as_json else (lambda m: err_console.print(m, markup=False))
     runs = run_throughput(photos, eng, wl, task_list, ray_address=ray_address, log=say)
     mem = run_driver_memory(mem_sizes, ray_address) if mem_sizes else []
-    res = {"machine_before": before, "machine_after": machine(), "runs": runs, "ratios": ratios(runs)}
+    res: dict[str, Any] = {"machine_before": before, "machine_after": machine(), "runs": runs, "ratios": ratios(runs)}
     if mem:
         res["driver_memory"] = mem
     if as_json:
@@ -70,8 +72,8 @@ def bench_engine(
         t.add_row(r["task"], r["engine"], str(r["workers"]), f"{r['photos_per_s']:.1f}", f"{r['seconds']:.1f}",
                   str(r["failed"]))  # fmt: skip
     out_console().print(t)
-    for task, d in res["ratios"].items():
-        out_console().print(f"{task}: " + ", ".join(f"{k} = {v}" for k, v in d.items()))
+    for name, d in res["ratios"].items():
+        out_console().print(f"{name}: " + ", ".join(f"{k} = {v}" for k, v in d.items()))
     for m in mem:
         out_console().print(
             f"driver peak RSS at {m['photos']} photos: {m['driver_peak_rss_mb']} MiB ({m['photos_per_s']} photos/s)"

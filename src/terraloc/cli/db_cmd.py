@@ -17,9 +17,13 @@ app.add_typer(db_app, name="db")
 def db_build(
     images: Annotated[
         Path | None,
-        typer.Option("--images", "--photos", help="CSV/Parquet manifest (path,lat,lon) or a folder of EXIF-geotagged photos."),
+        typer.Option(
+            "--images", "--photos", help="CSV/Parquet manifest (path,lat,lon) or a folder of EXIF-geotagged photos."
+        ),
     ] = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Database folder to create (resumes an unfinished build).")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Database folder to create (resumes an unfinished build).")
+    ] = None,
     backbone: Annotated[str, typer.Option(help="Backbone spec (folder, model name, efficientnet-lite0).")] = (
         "efficientnet-lite0"
     ),
@@ -35,7 +39,9 @@ def db_build(
         int | None, typer.Option("--part-size", "--shard-size", help="Photos per resumable part (default: by count).")
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Images per backbone call.")] = 16,
-    engine: Annotated[str, typer.Option(help="local (this process) or ray (actor pool; see docs/engine.md).")] = "local",
+    engine: Annotated[
+        str, typer.Option(help="local (this process) or ray (actor pool; see docs/engine.md).")
+    ] = "local",
     ray_address: Annotated[
         str | None, typer.Option("--ray-address", help="Ray cluster to join (default: RAY_ADDRESS, else start one).")
     ] = None,

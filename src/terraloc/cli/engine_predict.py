@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from terraloc.cli.app import err_console
 from terraloc.errors import InputError
 
 FILE_FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".geojson": "geojson"}

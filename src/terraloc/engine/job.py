@@ -80,7 +80,8 @@ def run_job(
     out = Path(out)
     n = len(items)
     if n == 0:
-        raise InputError("no photos to process" + (f" ({len(items.skipped)} unusable input rows)" if items.skipped else ""))
+        extra = f" ({len(items.skipped)} unusable inputs)" if items.skipped else ""
+        raise InputError("no photos to process" + extra)
     size = part_size or default_part_size(n)
     job = job_record(spec.kind, spec.describe(), items, size)
     plan = partitions(n, size)

@@ -94,9 +94,7 @@ def check_or_write_job(out: Path, job: dict[str, Any]) -> bool:
                     if prev.get(key) != job[key]:
                         what = label or f"another --part-size ({prev.get(key)})"
                         break
-            raise InputError(
-                f"this folder holds a run with {what}; use another --out or delete the folder", path=out
-            )
+            raise InputError(f"this folder holds a run with {what}; use another --out or delete the folder", path=out)
         return True
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(job, indent=1))

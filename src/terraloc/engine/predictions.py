@@ -23,6 +23,12 @@ def iter_predictions(out: str | Path) -> Iterator[ImagePrediction]:
     manifest = read_manifest(out)
     if manifest is None or manifest.get("kind") != "predict":
         raise InputError("not a finished prediction job (no manifest.json)", path=out)
+    import csv
+
+    with open(out / manifest["errors"], encoding="utf-8", newline="") as fh:
+        for r in csv.DictReader(fh):
+            if not r["index"]:  # inputs that named no usable photo come first
+                yield ImagePrediction(r["path"], [], r["reason"], {})
     for part in manifest["parts"]:
         pid = int(part["pid"])
         model = read_model_meta(rows_path(out, pid))
@@ -62,7 +68,7 @@ def write_predictions(out: str | Path, dest: str | Path, fmt: str) -> int:
     n = 0
     with atomic_write(dest, "w", encoding="utf-8") as fh:
         if fmt in ("csv", "json", "jsonl"):
-            w = StreamWriter(fh, "csv" if fmt == "csv" else "json")
+            w = StreamWriter(fh, "csv" if fmt == "csv" else "json")  # type: ignore[arg-type]
             for p in iter_predictions(out):
                 w.write(p)
                 n += 1

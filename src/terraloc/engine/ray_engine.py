@@ -121,7 +121,8 @@ class RayEngine:
         total_gpus = res.get("GPU", 0.0)
         gpus = self.gpus if self.gpus is not None else (min(1.0, total_gpus / self.workers) if total_gpus else 0.0)
         env = {k: v for k, v in os.environ.items() if k.startswith(FORWARD_PREFIX)}
-        actor_cls = ray.remote(PartActor).options(
+        actor_cls: Any = ray.remote(PartActor)
+        actor_cls = actor_cls.options(
             num_cpus=self.threads,
             num_gpus=gpus,
             max_restarts=self.max_restarts,
@@ -129,7 +130,7 @@ class RayEngine:
             runtime_env={"env_vars": env} if env else None,
         )
         device = "cuda" if gpus > 0 else "cpu"
-        actors = [actor_cls.remote(spec, self.threads, device) for _ in range(self.workers)]
+        actors: list[Any] = [actor_cls.remote(spec, self.threads, device) for _ in range(self.workers)]
         try:
             for err in ray.get([a.ready.remote() for a in actors]):
                 if err is not None:

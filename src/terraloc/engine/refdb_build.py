@@ -37,16 +37,8 @@ MANIFEST_VERSION = 1
 def geotagged_items(images: str | Path, *, id_col: str | None = None) -> WorkItems:
     """Geotagged photos: a CSV/Parquet manifest with lat/lon, or a folder of EXIF-geotagged photos."""
     from terraloc.engine.inputs import read_work_items
-    from terraloc.search.refdb import read_geotagged
 
-    src = Path(images)
-    if src.is_dir():
-        photos, skipped = read_geotagged(src)
-        coords = np.array([[p.lat, p.lon] for p in photos], dtype=np.float64).reshape(-1, 2)
-        return WorkItems([p.id for p in photos], [p.path for p in photos], coords, skipped)
-    if not src.exists():
-        raise InputError("no such file or folder", path=src)
-    return read_work_items(src, id_col=id_col, require_coords=True)
+    return read_work_items(images, id_col=id_col, require_coords=True)
 
 
 def parse_index_spec(spec: str) -> tuple[str, str]:
@@ -112,8 +104,8 @@ def build_refdb(
     rows = [int(p["rows"]) for p in man["parts"]]
     n = sum(rows)
     skipped: list[tuple[str, str]] = list(items.skipped)
-    with open(work / "errors.csv", encoding="utf-8", newline="") as fh:
-        for r in csv.DictReader(fh):
+    with open(work / "errors.csv", encoding="utf-8", newline="") as errs:
+        for r in csv.DictReader(errs):
             if r["index"]:
                 skipped.append((r["path"], r["reason"]))
     if n == 0:
@@ -132,7 +124,7 @@ def build_refdb(
             ) from None
     if params:
         try:
-            faiss.ParameterSpace().set_index_parameters(idx, params)
+            faiss.ParameterSpace().set_index_parameters(idx, params)  # type: ignore[arg-type]
         except RuntimeError as exc:
             raise InputError(f"bad FAISS search parameters '{params}': {exc}", field="index") from None
     schema = pa.schema([("id", pa.string()), ("path", pa.string()), ("lat", pa.float64()), ("lon", pa.float64())])
@@ -140,7 +132,7 @@ def build_refdb(
         schema = schema.append(pa.field("city", pa.string()))
         schema = schema.append(pa.field("admin1", pa.string()))
         schema = schema.append(pa.field("country", pa.string()))
-    with atomic_write(out / "table.parquet", "wb") as fh, pq.ParquetWriter(fh, schema) as writer:
+    with atomic_write(out / "table.parquet", "wb") as tfh, pq.ParquetWriter(tfh, schema) as writer:
         for f in files:
             t = pq.read_table(f)
             if t.num_rows == 0:

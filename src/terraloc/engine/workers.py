@@ -53,7 +53,8 @@ class Worker(Protocol):
 class WorkerSpec(Protocol):
     """Picklable recipe for a :class:`Worker`; ``describe()`` identifies the job for resuming."""
 
-    kind: str
+    @property
+    def kind(self) -> str: ...
 
     def describe(self) -> dict[str, Any]: ...
 
@@ -272,9 +273,7 @@ class PredictSpec:
 # --------------------------------------------------------------------------- one partition
 
 
-def run_partition(
-    worker: Worker, out: str, part: PartInput, on_batch: BatchCallback | None = None
-) -> dict[str, Any]:
+def run_partition(worker: Worker, out: str, part: PartInput, on_batch: BatchCallback | None = None) -> dict[str, Any]:
     """Process one partition and write its part files (idempotent: an existing part is kept).
 
     Returns:

@@ -176,7 +176,7 @@ class ReferenceDatabase:
             check_backbone(manifest, backbone, p)
         index = faiss.read_index(str(p / "index.faiss"))
         if manifest.get("search_params"):
-            faiss.ParameterSpace().set_index_parameters(index, str(manifest["search_params"]))
+            faiss.ParameterSpace().set_index_parameters(index, str(manifest["search_params"]))  # type: ignore[arg-type]
         table = pd.read_parquet(p / "table.parquet")
         if index.ntotal != len(table):
             raise InputError(f"index has {index.ntotal} vectors but the table {len(table)} rows", path=p)
