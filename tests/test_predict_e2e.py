@@ -143,7 +143,7 @@ def test_refdb_build_from_exif_folder_resume_and_mismatch(tmp_path: Path, cli, t
     from terraloc.engine.refdb_build import build_refdb, geotagged_items
 
     def stop(p) -> None:  # type: ignore[no-untyped-def]
-        if p.done >= 2:
+        if p.done > 2:  # inside the second part
             raise KeyboardInterrupt
 
     items = geotagged_items(folder)
