@@ -106,6 +106,8 @@ def run_throughput(
                         "photos": n,
                         "seconds": round(s.seconds, 3),
                         "photos_per_s": round(s.photos_per_s, 2),
+                        "startup_s": round(s.startup_s, 2),
+                        "steady_photos_per_s": round(s.steady_photos_per_s, 2),
                         "failed": s.failed,
                     }
                     runs.append(run)
@@ -149,14 +151,16 @@ def machine() -> dict[str, Any]:
 
 
 def ratios(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per task: Ray at 1 worker / local at 1 worker, and Ray 2 workers / Ray 1 worker (photos/s)."""
+    """Per task: Ray at 1 worker / local at 1 worker, and Ray 2 workers / Ray 1 worker — of the whole
+    runs' photos/s, and of the steady photos/s (after the workers have loaded the model)."""
     out: dict[str, Any] = {}
     for task in sorted({r["task"] for r in runs}):
-        rate = {(r["engine"], r["workers"]): r["photos_per_s"] for r in runs if r["task"] == task}
         d: dict[str, float] = {}
-        if ("ray", 1) in rate and ("local", 1) in rate and rate[("local", 1)]:
-            d["ray1_over_local1"] = round(rate[("ray", 1)] / rate[("local", 1)], 3)
-        if ("ray", 2) in rate and ("ray", 1) in rate and rate[("ray", 1)]:
-            d["ray2_over_ray1"] = round(rate[("ray", 2)] / rate[("ray", 1)], 3)
+        for key, suffix in (("photos_per_s", ""), ("steady_photos_per_s", "_steady")):
+            rate = {(r["engine"], r["workers"]): r[key] for r in runs if r["task"] == task}
+            if ("ray", 1) in rate and ("local", 1) in rate and rate[("local", 1)]:
+                d["ray1_over_local1" + suffix] = round(rate[("ray", 1)] / rate[("local", 1)], 3)
+            if ("ray", 2) in rate and ("ray", 1) in rate and rate[("ray", 1)]:
+                d["ray2_over_ray1" + suffix] = round(rate[("ray", 2)] / rate[("ray", 1)], 3)
         out[task] = d
     return out

@@ -66,10 +66,11 @@ def bench_engine(
         typer.echo(json.dumps(res))
         return
     t = Table(title=f"Engine throughput, {photos} photos ({before['cpus']} CPUs, load {before['loadavg_1_5_15']})")
-    for c in ("task", "engine", "workers", "photos/s", "seconds", "failed"):
+    for c in ("task", "engine", "workers", "photos/s", "seconds", "start-up s", "steady photos/s", "failed"):
         t.add_column(c, justify="left" if c in ("task", "engine") else "right")
     for r in runs:
         t.add_row(r["task"], r["engine"], str(r["workers"]), f"{r['photos_per_s']:.1f}", f"{r['seconds']:.1f}",
+                  f"{r['startup_s']:.1f}", f"{r['steady_photos_per_s']:.1f}",
                   str(r["failed"]))  # fmt: skip
     out_console().print(t)
     for name, d in res["ratios"].items():

@@ -106,8 +106,10 @@ def run_job(
         written += int(bool(stats.get("written")))
         tracker.add(0, max(0, int(stats.get("failed", 0))))
 
+    startup = 0.0
     if len(done_parts) < len(plan):
         engine.run(spec, str(out), inputs(), on_part, lambda k: tracker.add(int(k)))
+        startup = float(getattr(engine, "startup_s", 0.0))
     manifest = finished if finished is not None and len(done_parts) == len(plan) else None
     if manifest is None:
         manifest = _finish(out, spec.kind, job, plan, items, engine)
@@ -128,6 +130,8 @@ def run_job(
         seconds=seconds,
         photos_per_s=processed / seconds if seconds > 0 else 0.0,
         driver_peak_rss_mb=peak_rss_mb(),
+        startup_s=startup,
+        steady_photos_per_s=processed / (seconds - startup) if seconds > startup and processed else 0.0,
     )
 
 

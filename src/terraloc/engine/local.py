@@ -22,6 +22,7 @@ class LocalEngine:
     workers: int = 1
     device: str = "auto"
     name: str = "local"
+    startup_s: float = 0.0  # seconds the last run spent loading the model
 
     def run(
         self,
@@ -31,11 +32,15 @@ class LocalEngine:
         on_part: Callable[[dict[str, Any]], None],
         on_batch: Callable[[int], None],
     ) -> None:
+        import time
+
         import torch
 
         old = torch.get_num_threads()
+        t0 = time.perf_counter()
         try:
             worker = spec.build(self.workers, self.device)
+            self.startup_s = time.perf_counter() - t0
             for p in parts:
                 on_part(run_partition(worker, out, p, on_batch))
         finally:

@@ -76,6 +76,9 @@ class RunSummary:
             parts, including skipped ones) plus unusable input rows; rows: output rows in all parts.
         parts: partitions in the job; parts_written: partitions written by this run.
         seconds: wall time of this run; photos_per_s: photos processed in this run per second.
+        startup_s: of ``seconds``, the time spent starting workers and loading the model (and, for
+            a Ray run that started its own cluster, starting it); steady_photos_per_s: photos per
+            second after that (what more photos would run at).
         driver_peak_rss_mb: peak resident memory of the driver process (MiB).
     """
 
@@ -92,6 +95,8 @@ class RunSummary:
     seconds: float
     photos_per_s: float
     driver_peak_rss_mb: float
+    startup_s: float = 0.0
+    steady_photos_per_s: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -97,6 +97,7 @@ class RayEngine:
     max_restarts: int = 3
     inflight: int = 2
     name: str = "ray"
+    startup_s: float = 0.0  # seconds the last run spent starting actors and loading the model in them
 
     def run(
         self,
@@ -106,8 +107,11 @@ class RayEngine:
         on_part: Callable[[dict[str, Any]], None],
         on_batch: Callable[[int], None],
     ) -> None:
+        import time
+
         import ray
 
+        t0 = time.perf_counter()
         if self.workers < 1 or self.threads < 1:
             raise InputError("--workers and --threads must be at least 1", field="workers")
         res = connect(self.address, self.workers * self.threads)
@@ -138,6 +142,7 @@ class RayEngine:
                     if user:
                         raise InputError(msg.split(": ", 1)[1] if ": " in msg else msg)
                     raise RuntimeError(f"a Ray worker could not load the model: {msg}")
+            self.startup_s = time.perf_counter() - t0
             self._pump(actors, out, parts, on_part, on_batch)
         finally:
             for a in actors:
