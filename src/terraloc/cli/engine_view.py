@@ -62,6 +62,9 @@ def report_errors(out: Any, limit: int = 10) -> None:
         return
     with open(path, encoding="utf-8", newline="") as fh:
         rows = list(csv.DictReader(fh))
+    from terraloc.engine.inputs import is_ignored
+
+    rows = [r for r in rows if not is_ignored(r["reason"])]
     for r in rows[:limit]:
         err_console.print(f"failed: {r['path']}: {r['reason']}", markup=False)
     if len(rows) > limit:

@@ -37,6 +37,15 @@ class WorkItems:
         return len(self.paths)
 
 
+#: Reasons of input skips that are not failures: files in a scanned folder that are not photos.
+IGNORED_REASONS = ("not an image", "hidden file", "hidden folder")
+
+
+def is_ignored(reason: str) -> bool:
+    """Whether an input skip is expected (a non-image file in a folder) rather than a failure."""
+    return reason.startswith(IGNORED_REASONS)
+
+
 def read_work_items(
     spec: str | Path | Sequence[str | Path],
     *,

@@ -124,6 +124,7 @@ def run_job(
         done=max(0, processed - tracker.failed),
         skipped=skipped,
         failed=failed,
+        ignored=int(manifest.get("ignored", 0)),
         rows=int(manifest["rows"]),
         parts=len(plan),
         parts_written=written,
@@ -159,7 +160,10 @@ def _finish(out: Path, kind: str, job: dict[str, Any], plan: list[Any], items: W
             t = pq.read_schema(rp).field("embedding").type
             dim = int(t.list_size)
         parts.append({"pid": p.pid, "file": f"{PARTS_DIR}/{part_name(p.pid)}", "rows": rows, "errors": errs})
-    failed = sum(p["errors"] for p in parts) + len(items.skipped)
+    from terraloc.engine.inputs import is_ignored
+
+    ignored = sum(1 for _, reason in items.skipped if is_ignored(reason))
+    failed = sum(p["errors"] for p in parts) + len(items.skipped) - ignored
     with atomic_write(out / ERRORS_CSV, "w", encoding="utf-8") as fh:
         w = csv.writer(fh, lineterminator="\n")
         w.writerow(["index", "id", "path", "reason"])
@@ -178,6 +182,7 @@ def _finish(out: Path, kind: str, job: dict[str, Any], plan: list[Any], items: W
         "photos": job["n"],
         "rows": int(sum(p["rows"] for p in parts)),
         "failed": failed,
+        "ignored": ignored,
         "errors": ERRORS_CSV,
         "error_parts": ERRORS_DIR,
         "parts": parts,

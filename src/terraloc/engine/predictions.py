@@ -25,9 +25,11 @@ def iter_predictions(out: str | Path) -> Iterator[ImagePrediction]:
         raise InputError("not a finished prediction job (no manifest.json)", path=out)
     import csv
 
+    from terraloc.engine.inputs import is_ignored
+
     with open(out / manifest["errors"], encoding="utf-8", newline="") as fh:
         for r in csv.DictReader(fh):
-            if not r["index"]:  # inputs that named no usable photo come first
+            if not r["index"] and not is_ignored(r["reason"]):  # inputs that named no usable photo come first
                 yield ImagePrediction(r["path"], [], r["reason"], {})
     for part in manifest["parts"]:
         pid = int(part["pid"])

@@ -73,7 +73,9 @@ class RunSummary:
         engine: ``local`` or ``ray``; workers: processes/actors used.
         total: photos in the job; done: processed in this run without error;
         skipped: photos in parts an earlier run had finished; failed: photos that failed (all
-            parts, including skipped ones) plus unusable input rows; rows: output rows in all parts.
+            parts, including skipped ones) plus inputs that named no usable photo (missing files,
+            unsupported formats); ignored: files in scanned folders that are not photos (listed in
+            ``errors.csv``, not failures); rows: output rows in all parts.
         parts: partitions in the job; parts_written: partitions written by this run.
         seconds: wall time of this run; photos_per_s: photos processed in this run per second.
         startup_s: of ``seconds``, the time spent starting workers and loading the model (and, for
@@ -89,6 +91,7 @@ class RunSummary:
     done: int
     skipped: int
     failed: int
+    ignored: int
     rows: int
     parts: int
     parts_written: int
