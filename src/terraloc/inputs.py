@@ -398,8 +398,6 @@ def _read_files(
     skipped = list(skipped)
     if not require_coords:
         return PhotoInputs([str(f) for f in files], [f.stem for f in files], None, skipped, source=source)
-    from terraloc.search.refdb import exif_gps
-
     paths, ids, coords = [], [], []
     no_gps = 0
     for f in files:
@@ -414,6 +412,35 @@ def _read_files(
     hint = manifest_hint(folder) if no_gps else None
     arr = np.asarray(coords, dtype=np.float64).reshape(-1, 2)
     return PhotoInputs(paths, ids, arr, skipped, source=source, hint=hint)
+
+
+def exif_gps(path: str | Path) -> tuple[float, float] | None:
+    """``(lat, lon)`` degrees from a photo's EXIF GPS tags, or ``None`` when it has none."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            gps = img.getexif().get_ifd(0x8825)
+    except Exception:
+        return None
+    if not gps or 2 not in gps or 4 not in gps:
+        return None
+
+    def deg(v: object) -> float:
+        d, m, s = (float(x) for x in v)  # type: ignore[attr-defined]
+        return d + m / 60.0 + s / 3600.0
+
+    try:
+        lat, lon = deg(gps[2]), deg(gps[4])
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+    if str(gps.get(1, "N")).upper().startswith("S"):
+        lat = -lat
+    if str(gps.get(3, "E")).upper().startswith("W"):
+        lon = -lon
+    if not (np.isfinite(lat) and np.isfinite(lon) and -90 <= lat <= 90 and -180 <= lon <= 180):
+        return None
+    return lat, lon
 
 
 def manifest_hint(folder: Path) -> str | None:
@@ -437,7 +464,7 @@ def manifest_hint(folder: Path) -> str | None:
         except Exception:
             continue
         if _match(cols, None, LAT_COLUMNS) and _match(cols, None, LON_COLUMNS):
-            return f"the photos have no EXIF GPS but {c} has coordinates: pass that file instead of the folder"
+            return f"the photos have no EXIF GPS position; use the manifest beside them: --photos {c}"
     return None
 
 

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from terraloc.cli.app import app, bench_app, err_console, out_console
+from terraloc.config import DEFAULT_BACKBONE
 from terraloc.errors import InputError
 
 
@@ -270,20 +271,31 @@ def train_command(
 @app.command("embed")
 def embed_command(
     photos: Annotated[
-        Path, typer.Option("--photos", help="CSV with columns path,lat,lon (paths relative to the CSV).")
+        str,
+        typer.Option(
+            "--photos",
+            help="Geotagged photos: a CSV/Parquet manifest (path or id + lat/lon columns; paths relative to it) "
+            "or a folder or glob of photos with EXIF GPS.",
+        ),
     ],
-    out: Annotated[Path, typer.Option("--out", help="Shard folder to write.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Shard folder to write.")],
     backbone: Annotated[
-        str, typer.Option("--backbone", help="Image backbone spec (see terraloc.encoders.image).")
-    ] = "tiny",
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
-    shard_rows: Annotated[int, typer.Option("--shard-rows")] = 16384,
-    id_col: Annotated[str, typer.Option(help="Id column (default: the path).")] = "path",
+        str, typer.Option("--backbone", help="Image backbone spec (the same default as `terraloc predict`).")
+    ] = DEFAULT_BACKBONE,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per backbone call.")] = 32,
+    shard_rows: Annotated[int, typer.Option("--shard-rows", help="Rows per shard file.")] = 16384,
+    workers: Annotated[int, typer.Option(help="Decoding threads.")] = 2,
+    id_col: Annotated[str | None, typer.Option(help="Manifest id column (default: the path column).")] = None,
+    lat_col: Annotated[str | None, typer.Option(help="Manifest latitude column (default: detected).")] = None,
+    lon_col: Annotated[str | None, typer.Option(help="Manifest longitude column (default: detected).")] = None,
 ) -> None:
     """Embed geotagged photos with a backbone and write training shards (bad images are skipped)."""
     from terraloc.train.embed import embed_photos
 
-    n, errors = embed_photos(photos, out, backbone, batch_size=batch_size, shard_rows=shard_rows, id_col=id_col)
+    n, errors = embed_photos(
+        photos, out, backbone, batch_size=batch_size, shard_rows=shard_rows, id_col=id_col, workers=workers,
+        lat_col=lat_col, lon_col=lon_col,
+    )  # fmt: skip
     for e in errors:
         err_console.print(f"skipped: {e}", markup=False)
     err_console.print(f"{n} photo(s) embedded into {out} ({len(errors)} skipped)", markup=False)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from terraloc.config import DEFAULT_BACKBONE
 from terraloc.errors import InputError
 from terraloc.pipeline.types import ImagePrediction, Prediction
 
@@ -46,7 +47,7 @@ class GeolocatorConfig:
         farthest: farthest references handed to the reasoner.
     """
 
-    backbone: str = "clip-vit-large-patch14"
+    backbone: str = DEFAULT_BACKBONE
     head: str = "geoclip"
     refdb: str | None = None
     gallery: str = "geoclip-100k"
