@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import re
 import sys
 from types import ModuleType
 from typing import Any
@@ -92,18 +93,29 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def _metavars(text: str) -> str:
+    """Typer writes list arguments as ``{paths}``; show them as ``PATHS`` like the others."""
+    text = re.sub(r"\{(\w+)\}", lambda m: m.group(1).upper(), text)
+    return re.sub(r"argument '(\w+)'", lambda m: f"argument {m.group(1).upper()}", text)
+
+
 def _usage_hint(ctx: Any) -> str:
     """``usage: terraloc predict [OPTIONS] PATHS... (terraloc predict --help for details)``."""
     if ctx is None:
         return "usage: terraloc COMMAND [OPTIONS] (terraloc --help for the commands)"
-    usage = _one_line(ctx.get_usage()).removeprefix("Usage: ").removeprefix("usage: ")
+    usage = _metavars(_one_line(ctx.get_usage()).removeprefix("Usage: ").removeprefix("usage: "))
     return f"usage: {usage} ({ctx.command_path} --help for details)"
 
 
 def show_usage_error(exc: BaseException) -> int:
     """Print a Click usage error as one ``error:`` line plus a usage line; return its exit code (2)."""
-    msg = _one_line(exc.format_message()) if hasattr(exc, "format_message") else _one_line(str(exc))
-    msg = msg.removeprefix("Error: ")
+    possibilities = sorted(getattr(exc, "possibilities", None) or [])
+    if possibilities:  # a mistyped option: "did you mean", not Click's "(Possible options: ...)"
+        msg = f"no such option: {exc.option_name} (did you mean {' or '.join(possibilities)}?)"  # type: ignore[attr-defined]
+    else:
+        msg = _one_line(exc.format_message()) if hasattr(exc, "format_message") else _one_line(str(exc))
+    msg = _metavars(msg.removeprefix("Error: "))
+    msg = re.sub(r"\. Did you mean (.+)\?$", r" (did you mean \1?)", msg)
     if msg[:1].isupper() and not msg[1:2].isupper():
         msg = msg[0].lower() + msg[1:]
     err_console.print(f"error: {msg}", markup=False)
