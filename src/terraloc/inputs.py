@@ -647,6 +647,46 @@ def read_manifest(
     )
 
 
+def read_coordinates(
+    path: str | Path, *, lat_col: str | None = None, lon_col: str | None = None
+) -> NDArray[np.float64]:
+    """``(N, 2)`` ``(lat, lon)`` degrees from a CSV/TSV/Parquet table with coordinate columns only.
+
+    Columns are matched as in :func:`read_manifest` (case-insensitive, detected when ``None``);
+    CSV lines starting with ``#`` are comments (geocell files carry them).
+
+    Raises:
+        InputError: missing columns, blank, non-numeric or out-of-range values (file, line, column).
+    """
+    from terraloc.table import parse_float_column, read_csv
+
+    path = Path(path)
+    df = read_csv(path, skip_comments=True) if path.suffix.lower() == ".csv" else _read_table(path)
+    columns = [c for c in df.columns if c != "_line"]
+    lat_c = _match(columns, lat_col, LAT_COLUMNS)
+    lon_c = _match(columns, lon_col, LON_COLUMNS)
+    for got, given, option, cands in (
+        (lat_c, lat_col, "--lat-col", LAT_COLUMNS),
+        (lon_c, lon_col, "--lon-col", LON_COLUMNS),
+    ):
+        if got is None:
+            if given is not None:
+                raise _missing(path, given, columns, option)
+            raise InputError(
+                f"no {'latitude' if option == '--lat-col' else 'longitude'} column (looked for {', '.join(cands)}); "
+                f"found {', '.join(columns) or 'none'} (set {option})",
+                path=path,
+            )
+    assert lat_c is not None and lon_c is not None
+    if len(df) == 0:
+        raise InputError("no data rows", path=path)
+    lat = parse_float_column(df, lat_c, path).values
+    lon = parse_float_column(df, lon_c, path).values
+    coords = np.stack([lat, lon], axis=1)
+    _check_coords(coords, [int(x) for x in df["_line"]], path, lat_c, lon_c, allow_blank=False)
+    return coords
+
+
 def _is_pathlike(col: str) -> bool:
     return col.lower() in PATH_COLUMNS[:11]  # path/file/image/photo names, not the generic id/name
 

@@ -151,6 +151,21 @@ def _handle(exc: BaseException) -> int | None:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; usage and user errors print one line on stderr and return a non-zero status."""
     _register()
+    from terraloc import progress
+    from terraloc.cli.progress_view import RichReporter
+    from terraloc.quiet import quiet_third_party
+
+    quiet_third_party()
+    reporter = RichReporter(err_console)
+    previous = progress.set_reporter(reporter)
+    try:
+        return _run(argv)
+    finally:
+        reporter.close()
+        progress.set_reporter(previous)
+
+
+def _run(argv: list[str] | None) -> int:
     try:
         rv = app(args=argv, prog_name="terraloc", standalone_mode=False)
     except KeyboardInterrupt:

@@ -63,7 +63,9 @@ def eval_command(
         ),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-    out: Annotated[Path | None, typer.Option("--out", help="Write metrics.json, report.md and plots here.")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write metrics.json, report.md and plots here.")
+    ] = None,
     compare: Annotated[bool, typer.Option("--compare", help="Show published results on this benchmark.")] = False,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals.")] = 1000,
 ) -> None:

@@ -65,7 +65,7 @@ def _parse_blocks(text: str) -> list[int]:
 
 @fusion_app.command("train")
 def train_command(
-    out: Annotated[Path, typer.Option("--out", help="Run folder: fusion.pt, geosurge.pt, metrics.json.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: fusion.pt, geosurge.pt, metrics.json.")],
     photos: Annotated[str | None, typer.Option(help=PHOTOS_HELP)] = None,
     backbone: Annotated[str, typer.Option(help=BACKBONE_HELP)] = "tiny",
     blocks: Annotated[int, typer.Option(help="Fusion blocks.")] = 3,

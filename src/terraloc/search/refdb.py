@@ -290,36 +290,40 @@ def build_database(
         atomic_write_text(job_path, json.dumps(job))
     n_shards = (len(photos) + shard_size - 1) // shard_size
     resumed = 0
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from terraloc.progress import report
 
-    with Progress(
-        TextColumn("embedding"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        disable=not progress,
-        transient=True,
-    ) as bar:
-        task = bar.add_task("embed", total=len(photos))
-        for s in range(n_shards):
-            shard_path = work / f"shard-{s:05d}.npz"
-            lo, hi = s * shard_size, min(len(photos), (s + 1) * shard_size)
-            if shard_path.exists():
-                resumed += 1
-                bar.advance(task, hi - lo)
-                continue
-            paths = [p.path for p in photos[lo:hi]]
-            emb, ok, errors = embed_photos(
-                paths,
-                backbone,
-                engine=engine,
-                batch_size=batch_size,
-                workers=workers,
-                on_batch=lambda idx, v, e: bar.advance(task, len(idx) + len(e)),
-            )
-            err_arr = np.array([errors.get(i, "") for i in range(hi - lo)], dtype=object).astype(str)
-            with atomic_write(shard_path, "wb") as fh:
-                np.savez(fh, emb=emb, ok=ok, errors=err_arr)
+    what = "embedding reference photos"
+    done = 0
+
+    def advance(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress:
+            report(what, done, len(photos))
+
+    for s in range(n_shards):
+        shard_path = work / f"shard-{s:05d}.npz"
+        lo, hi = s * shard_size, min(len(photos), (s + 1) * shard_size)
+        if shard_path.exists():
+            resumed += 1
+            advance(hi - lo)
+            continue
+        paths = [p.path for p in photos[lo:hi]]
+        emb, ok, errors = embed_photos(
+            paths,
+            backbone,
+            engine=engine,
+            batch_size=batch_size,
+            workers=workers,
+            on_batch=lambda idx, v, e: advance(len(idx) + len(e)),
+        )
+        err_arr = np.array([errors.get(i, "") for i in range(hi - lo)], dtype=object).astype(str)
+        with atomic_write(shard_path, "wb") as fh:
+            np.savez(fh, emb=emb, ok=ok, errors=err_arr)
+    if progress:
+        from terraloc.progress import finish
+
+        finish(what)
     # Assemble
     embs, oks, errs = [], [], []
     for s in range(n_shards):
