@@ -170,3 +170,18 @@ def _assert_usage_error_after_warning(r: Any, fragment: str) -> None:  # type: i
     lines = r.err.strip().splitlines()
     assert lines[0].startswith("warning: ") and lines[1].startswith("error: ") and fragment in lines[1], r.err
     assert lines[2].startswith("usage: terraloc db build")
+
+
+def test_docs_cli_md_lists_every_option_of_every_command() -> None:
+    """docs/cli.md's reference is generated (python -m terraloc.cli.reference --write); a new option must be in it."""
+    from terraloc.cli.reference import BEGIN, commands, visible_params
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()
+    ref = doc.split(BEGIN, 1)[1]
+    sections = {chunk.split("\n", 1)[0].strip(): chunk for chunk in ref.split("### terraloc ")[1:]}
+    fix = "run: python -m terraloc.cli.reference --write"
+    for name, cmd in commands():
+        assert name in sections, f"docs/cli.md has no section for `terraloc {name}` ({fix})"
+        for p in visible_params(cmd):
+            spelled = f"`{p.opts[0]}`" if p.param_type_name == "option" else f"`{p.name.upper()}`"
+            assert spelled in sections[name], f"docs/cli.md: `terraloc {name}` lacks {spelled} ({fix})"

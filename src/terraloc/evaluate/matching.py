@@ -79,8 +79,10 @@ def check_match(gt: GroundTruth, preds: Predictions, *, min_share: float = MIN_M
     if others:
         b = others[0]
         hint = f"they match {b.name} best ({b.matched} of {b.predicted}): use --benchmark {b.name}"
-    else:
+    elif gt.name in BENCHMARKS:
         hint = "no named benchmark matches them better: score them with --ground-truth FILE"
+    else:
+        hint = "images are matched by file-name stem; check the id column (--id-col) of both files"
     raise InputError(
         f"only {m.matched} of {m.predicted} predicted images ({100 * m.share:.1f}%) are images of {gt.name} "
         f"(at least {100 * min_share:.0f}% must be); {hint}",
