@@ -365,7 +365,7 @@ def _read_glob(pattern: str, require_coords: bool) -> PhotoInputs:
         try:
             mode = p.stat().st_mode
         except OSError as exc:
-            skipped.append((m, _os_reason(exc) if p.is_symlink() is False else _link_reason(p)))
+            skipped.append((m, _link_reason(p) if p.is_symlink() else _os_reason(exc)))
             continue
         if not stat.S_ISREG(mode):
             skipped.append((m, "not a regular file"))
