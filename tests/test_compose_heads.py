@@ -25,7 +25,7 @@ from terraloc.errors import InputError
 
 pytestmark = pytest.mark.slow
 
-HEADS = ["geoclip", "refdb", "geosurge", "geosurge+fusion"]
+HEADS = ["geoclip", "refdb", "geosurge", "geosurge+fusion", "refdb+rag"]  # refdb+rag: the head, then the rag stage
 TOP_K = 3
 
 
@@ -88,6 +88,10 @@ def models(shared: Path, tiny: Path, workdir: Path) -> dict[str, dict[str, Any]]
             "args": ["--backbone", tiny, "--fusion", fusion],
             "config": {"head": "geosurge+fusion", "backbone": str(tiny), "fusion": str(fusion)},
         },
+        "refdb+rag": {
+            "args": ["--db", db, "--reasoner", "rag"],
+            "config": {"head": "refdb", "db": str(db), "backbone": "efficientnet-lite0", "reasoner": "rag"},
+        },
     }
 
 
@@ -143,8 +147,10 @@ def test_same_topk_on_every_surface(
     head: str, surface: str, models: dict[str, Any], api_results: dict[str, Any], servers: Any, photo: Path
 ) -> None:
     ref = api_results[head]
-    assert ref["model"]["head"] == head and 1 <= len(ref["candidates"]) <= TOP_K
-    if head != "refdb":  # the consensus may find fewer clusters than k
+    assert ref["model"]["head"] == head.removesuffix("+rag") and 1 <= len(ref["candidates"]) <= TOP_K
+    if head == "refdb+rag":
+        assert ref["model"]["reasoner"]["name"] == "rag"
+    if not head.startswith("refdb"):  # the consensus may find fewer clusters than k
         assert len(ref["candidates"]) == TOP_K
     if surface == "api":
         from PIL import Image
@@ -188,7 +194,7 @@ def test_save_pretrained_then_from_pretrained_is_identical(
     geo = Geolocator(GeolocatorConfig(**models[head]["config"]))
     cfg_path = geo.save_pretrained(tmp_path / "saved")
     saved = json.loads(cfg_path.read_text())
-    assert saved["format"] == "terraloc-geolocator" and saved["head"] == head
+    assert saved["format"] == "terraloc-geolocator" and saved["head"] == head.removesuffix("+rag")
     assert saved["backbone_hash"] == geo.backbone.weights_hash and saved["files"]
     assert all(Path(f["path"]).is_absolute() and len(f["sha256"]) == 16 for f in saved["files"].values())
     again = Geolocator.from_pretrained(tmp_path / "saved")
