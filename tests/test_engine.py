@@ -108,9 +108,9 @@ def test_db_build_ivf_and_predict_merge(shared: Path, photos: Path, tmp_path: Pa
     tiny = shared / TINY
     manifest = photos
     flat, ivf = tmp_path / "flat", tmp_path / "ivf"
-    r = cli("db", "build", "--images", manifest, "--backbone", tiny, "--out", flat, "--no-progress")
+    r = cli("db", "build", "--photos", manifest, "--backbone", tiny, "--out", flat, "--no-progress")
     assert r.code == 0, r.err
-    r = cli("db", "build", "--images", manifest, "--backbone", tiny, "--out", ivf, "--index", "IVF4,Flat@nprobe=4",
+    r = cli("db", "build", "--photos", manifest, "--backbone", tiny, "--out", ivf, "--index", "IVF4,Flat@nprobe=4",
             "--part-size", "20", "--json")  # fmt: skip
     assert r.code == 0, r.err
     assert json.loads(r.out.strip().splitlines()[-1])["n"] == 30
@@ -125,7 +125,7 @@ def test_db_build_ivf_and_predict_merge(shared: Path, photos: Path, tmp_path: Pa
     # predictions through the engine, merged into a CSV that `terraloc eval` reads
     queries = sorted((shared / "data/photos/im2gps3k_dev").glob("*.jpg"))[:12]
     preds = tmp_path / "preds.csv"
-    r = cli("predict", *queries, tmp_path / "missing.jpg", "--db", flat, "--engine", "local", "--output", preds,
+    r = cli("predict", *queries, tmp_path / "missing.jpg", "--db", flat, "--engine", "local", "--out", preds,
             "--part-size", "5", "--top-k", "3")  # fmt: skip
     assert r.code == 2 and "missing.jpg" in r.err and "12 done" in r.err, r.err
     df = pd.read_csv(preds)
@@ -133,7 +133,7 @@ def test_db_build_ivf_and_predict_merge(shared: Path, photos: Path, tmp_path: Pa
     assert (tmp_path / "preds.csv.parts" / "manifest.json").exists()
     # the same command again: nothing recomputed, same file
     before = preds.read_text()
-    r = cli("predict", *queries, tmp_path / "missing.jpg", "--db", flat, "--engine", "local", "--output", preds,
+    r = cli("predict", *queries, tmp_path / "missing.jpg", "--db", flat, "--engine", "local", "--out", preds,
             "--part-size", "5", "--top-k", "3")  # fmt: skip
     assert "0 done, 12 skipped" in r.err and preds.read_text() == before
 
@@ -143,7 +143,7 @@ def test_db_build_ivf_and_predict_merge(shared: Path, photos: Path, tmp_path: Pa
     [
         (["embed", "--photos", "x.csv"], "--out"),
         (["embed", "--photos", "nowhere/", "--out", "o", "--engine", "spark"], "unknown engine"),
-        (["predict", "a.jpg", "--engine", "local"], "--output"),
+        (["predict", "a.jpg", "--engine", "local"], "--out"),
         (["embed", "--out", "o"], "give photos"),
         (["bench", "engine", "--workers", "0"], "positive"),
     ],

@@ -130,7 +130,7 @@ def test_refdb_build_from_exif_folder_resume_and_mismatch(tmp_path: Path, cli, t
     out = tmp_path / "db"
     # an interrupted build: one shard finished, then stopped
     (out / ".work").mkdir(parents=True)
-    r = cli("db", "build", "--images", folder, "--backbone", tiny_clip, "--out", out, "--shard-size", "2")
+    r = cli("db", "build", "--photos", folder, "--backbone", tiny_clip, "--out", out, "--part-size", "2")
     assert r.code == 0, r.err
     assert "skipped" in r.err and "nogps.jpg" in r.err and "no EXIF GPS" in r.err
     db = ReferenceDatabase.load(out)

@@ -15,14 +15,14 @@ app.add_typer(db_app, name="db")
 
 @db_app.command("build")
 def db_build(
-    images: Annotated[
-        Path | None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Database folder to create (resumes an unfinished build).")],
+    photos: Annotated[
+        str | None,
         typer.Option(
-            "--images", "--photos", help="CSV/Parquet manifest (path,lat,lon) or a folder of EXIF-geotagged photos."
+            "--photos",
+            help="Geotagged photos: a CSV/Parquet manifest (path or id + lat/lon columns, e.g. metadata.csv), "
+            "or a folder or glob of photos with EXIF GPS.",
         ),
-    ] = None,
-    out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Database folder to create (resumes an unfinished build).")
     ] = None,
     backbone: Annotated[str, typer.Option(help="Backbone spec (folder, model name, efficientnet-lite0).")] = (
         "efficientnet-lite0"
@@ -35,35 +35,46 @@ def db_build(
         ),
     ] = "Flat",
     train_size: Annotated[int, typer.Option(help="Rows sampled to train IVF/PQ indexes.")] = 100_000,
+    id_col: Annotated[str | None, typer.Option(help="Manifest id/path column (default: detected).")] = None,
+    lat_col: Annotated[str | None, typer.Option(help="Manifest latitude column (default: detected).")] = None,
+    lon_col: Annotated[str | None, typer.Option(help="Manifest longitude column (default: detected).")] = None,
     part_size: Annotated[
-        int | None, typer.Option("--part-size", "--shard-size", help="Photos per resumable part (default: by count).")
+        int | None, typer.Option("--part-size", help="Photos per resumable part (default: by count).")
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Images per backbone call.")] = 16,
-    engine: Annotated[
-        str, typer.Option(help="local (this process) or ray (actor pool; see docs/engine.md).")
-    ] = "local",
+    engine: Annotated[str, typer.Option(help="local (this process) or ray (actor pool; see docs/engine.md).")] = (
+        "local"
+    ),
     ray_address: Annotated[
         str | None, typer.Option("--ray-address", help="Ray cluster to join (default: RAY_ADDRESS, else start one).")
     ] = None,
     workers: Annotated[int, typer.Option(help="Ray actors, or compute + decoding threads for --engine local.")] = 2,
     threads: Annotated[int, typer.Option(help="Compute threads per Ray actor.")] = 1,
     gpus: Annotated[float | None, typer.Option("--gpus", help="GPUs per Ray actor (default: automatic).")] = None,
-    id_col: Annotated[str | None, typer.Option("--id-col", help="Manifest id column (default: file stem).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Draw a progress bar.")] = True,
+    images_old: Annotated[str | None, typer.Option("--images", hidden=True, help="Old name of --photos.")] = None,
+    shard_size_old: Annotated[
+        int | None, typer.Option("--shard-size", hidden=True, help="Old name of --part-size.")
+    ] = None,
 ) -> None:
-    """Embed geotagged photos into a FAISS index + Parquet table; photos without GPS are listed."""
+    """Embed geotagged photos into a FAISS index + Parquet table; photos left out are listed in OUT/skipped.csv."""
     from terraloc.cli.engine_view import print_summary, progress_bar
+    from terraloc.cli.options import renamed
     from terraloc.engine import make_engine
     from terraloc.engine.refdb_build import build_refdb, geotagged_items
     from terraloc.errors import InputError
+    from terraloc.inputs import NoPhotosError
+    from terraloc.search.refdb import write_skipped
 
-    if images is None:
-        raise InputError("missing option --images (a manifest or a folder of geotagged photos)", field="images")
-    if out is None:
-        raise InputError("missing option --out", field="out")
+    spec = renamed(photos, images_old, new="--photos", old="--images", required=True)
+    part_size = renamed(part_size, shard_size_old, new="--part-size", old="--shard-size")
     eng = make_engine(engine, workers=workers, threads=threads, ray_address=ray_address, gpus=gpus)
-    items = geotagged_items(images, id_col=id_col)
+    try:
+        items = geotagged_items(spec, id_col=id_col, lat_col=lat_col, lon_col=lon_col)
+    except NoPhotosError as exc:
+        write_skipped(out / "skipped.csv", exc.skipped)
+        raise InputError(f"{exc.problem}; skipped list written to {out / 'skipped.csv'}", path=exc.path) from None
     with progress_bar("embedding", enabled=progress and not as_json) as bar:
         res = build_refdb(
             items,
@@ -82,7 +93,9 @@ def db_build(
         for path, reason in skipped[:20]:
             err_console.print(f"skipped: {path}: {reason}", markup=False)
         if len(skipped) > 20:
-            err_console.print(f"... and {len(skipped) - 20} more (see {out / 'skipped.csv'})", markup=False)
+            err_console.print(f"... and {len(skipped) - 20} more", markup=False)
+        if skipped:
+            err_console.print(f"skipped list: {out / 'skipped.csv'}", markup=False)
     print_summary(res["summary"], as_json, {"n": res["n"], "index": res["index"], "out": str(out)})
     if not as_json:
         typer.echo(

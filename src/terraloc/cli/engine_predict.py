@@ -37,13 +37,18 @@ def predict_with_engine(
     from terraloc.engine.predictions import iter_predictions, write_predictions
 
     if output is None:
-        raise InputError("--engine writes files: give --output FILE.csv|.json|.geojson or --output DIR", field="output")
+        raise InputError("--engine writes files: give --out FILE.csv|.jsonl|.geojson or --out DIR", field="out")
     folder, merged = job_folder(output)
     if merged is not None:
         want = FILE_FORMATS[merged.suffix.lower()]
         fmt = want if fmt in ("table", want) else fmt
         if fmt == "table":
             fmt = want
+    from terraloc.engine.workers import absolute_if_path
+
+    # paths in the configuration (database, checkpoints, a backbone folder) made absolute: workers
+    # may run in another folder or on another node
+    config = {k: absolute_if_path(v) for k, v in config.items()}
     eng = make_engine(engine, workers=workers, threads=threads, ray_address=ray_address, gpus=gpus)
     items = read_work_items(paths)
     with progress_bar("predicting", enabled=True) as bar:

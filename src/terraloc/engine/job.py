@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,7 +78,8 @@ def run_job(
         InputError: ``out`` holds another job, or there are no inputs.
     """
     t0 = time.perf_counter()
-    out = Path(out)
+    out_given = out
+    out = Path(out).resolve()  # workers may run in another folder (or on another node)
     n = len(items)
     if n == 0:
         extra = f" ({len(items.skipped)} unusable inputs)" if items.skipped else ""
@@ -99,7 +101,9 @@ def run_job(
             if p.pid in done_parts:
                 continue
             coords = None if items.coords is None else items.coords[p.lo : p.hi]
-            yield PartInput(p.pid, p.lo, items.ids[p.lo : p.hi], items.paths[p.lo : p.hi], coords)
+            given = items.paths[p.lo : p.hi]
+            paths = [os.path.abspath(x) for x in given]
+            yield PartInput(p.pid, p.lo, items.ids[p.lo : p.hi], paths, coords, given)
 
     def on_part(stats: dict[str, Any]) -> None:
         nonlocal written
@@ -117,7 +121,7 @@ def run_job(
     processed = tracker.processed
     failed = int(manifest["failed"])
     return RunSummary(
-        out=str(out),
+        out=str(out_given),
         engine=engine.name,
         workers=engine.workers,
         total=n,

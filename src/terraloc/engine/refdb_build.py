@@ -29,22 +29,43 @@ from terraloc.engine.progress import ProgressCallback, RunSummary
 from terraloc.engine.workers import EmbedSpec
 from terraloc.errors import InputError
 from terraloc.io import atomic_write, atomic_write_text
+from terraloc.search.refdb import MANIFEST_VERSION, write_skipped
 
 WORK = ".work"
-MANIFEST_VERSION = 1
 
 
-def geotagged_items(images: str | Path, *, id_col: str | None = None) -> WorkItems:
-    """Geotagged photos: a CSV/Parquet manifest with lat/lon, or a folder of EXIF-geotagged photos."""
+def geotagged_items(
+    images: str | Path, *, id_col: str | None = None, lat_col: str | None = None, lon_col: str | None = None
+) -> WorkItems:
+    """Geotagged photos: a CSV/Parquet manifest with lat/lon, or a folder/glob of EXIF-geotagged photos.
+
+    Ids are file stems (as reference-database tables have always used) unless ``id_col`` is given.
+
+    Raises:
+        NoPhotosError: nothing usable (carries the skipped list).
+    """
     from terraloc.engine.inputs import read_work_items
 
-    return read_work_items(images, id_col=id_col, require_coords=True)
+    items = read_work_items(images, id_col=id_col, lat_col=lat_col, lon_col=lon_col, require_coords=True)
+    if id_col is None:
+        stems = [Path(i).stem for i in items.ids]
+        if len(set(stems)) == len(stems):
+            items.ids = stems
+    return items
 
 
 def parse_index_spec(spec: str) -> tuple[str, str]:
-    """``"IVF256,Flat@nprobe=16"`` → (factory string, FAISS search parameters)."""
-    factory, _, params = spec.partition("@")
-    return factory.strip() or "Flat", params.strip()
+    """``"IVF256,Flat@nprobe=16"`` → (FAISS factory string, FAISS search parameters), read by
+    :func:`terraloc.search.spec.parse_index_spec` (``flat`` is FAISS ``Flat``; IVF/HNSW without
+    parameters get its defaults)."""
+    from terraloc.search.spec import parse_index_spec as parse
+
+    factory, opts = parse(spec)
+    if factory == "hierarchical":
+        raise InputError("a reference database takes a FAISS factory string, not 'hierarchical'", field="index")
+    if factory == "flat":
+        return "Flat", ""
+    return factory, str(opts.get("params", ""))
 
 
 def _embeddings(t: pa.Table) -> NDArray[np.float32]:
@@ -150,10 +171,7 @@ def build_refdb(
     tmp = out / ".index.faiss.tmp"
     faiss.write_index(idx, str(tmp))
     tmp.replace(out / "index.faiss")
-    with atomic_write(out / "skipped.csv", "w") as fh:
-        w = csv.writer(fh, lineterminator="\n")
-        w.writerow(["path", "reason"])
-        w.writerows(skipped)
+    write_skipped(out / "skipped.csv", skipped)
     manifest = {
         "version": MANIFEST_VERSION,
         "backbone": desc,

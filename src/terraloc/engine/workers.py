@@ -29,14 +29,28 @@ FAULT_ENV = "TERRALOC_ENGINE_FAULT"
 
 @dataclass
 class PartInput:
-    """A partition's inputs: ``lo`` (position of the first in the input order), ids, paths,
-    and ``coords`` ``(n, 2)`` degrees or ``None``."""
+    """A partition's inputs: ``lo`` (position of the first in the input order), ids, ``paths``
+    to open (absolute, so workers on other nodes or in other folders find them), ``coords``
+    ``(n, 2)`` degrees or ``None``, and ``labels``: the paths as the user gave them (written to
+    the output; default ``paths``)."""
 
     pid: int
     lo: int
     ids: list[str]
     paths: list[str]
     coords: NDArray[np.float64] | None = None
+    labels: list[str] | None = None
+
+    @property
+    def names(self) -> list[str]:
+        return self.labels if self.labels is not None else self.paths
+
+
+def absolute_if_path(value: Any) -> Any:
+    """An existing relative path → absolute (workers may run elsewhere); anything else unchanged."""
+    if isinstance(value, str) and value and os.path.exists(value):
+        return os.path.abspath(value)
+    return value
 
 
 BatchCallback = Callable[[int], None]
@@ -119,7 +133,7 @@ class EmbedWorker:
             part.paths, self.backbone.preprocess, batch_size=self.batch_size, workers=self.decode_threads
         ):
             for i, msg in sorted(b.errors.items()):
-                errors.append(ErrorRow(part.lo + i, part.ids[i], part.paths[i], msg))
+                errors.append(ErrorRow(part.lo + i, part.ids[i], part.names[i], msg))
             if b.indices:
                 with torch.no_grad():
                     v = self.backbone.embed_pixels(b.pixels.to(self.device))
@@ -133,7 +147,7 @@ class EmbedWorker:
             {
                 "index": pa.array([part.lo + i for i in keep], pa.int64()),
                 "id": pa.array([part.ids[i] for i in keep], pa.string()),
-                "path": pa.array([part.paths[i] for i in keep], pa.string()),
+                "path": pa.array([part.names[i] for i in keep], pa.string()),
                 "lat": lat,
                 "lon": lon,
                 "embedding": embedding_array(emb),
@@ -159,7 +173,7 @@ class EmbedSpec:
 
         _set_threads(threads)
         dev = pick_device(device)
-        bb = load_backbone(self.backbone)
+        bb = load_backbone(absolute_if_path(self.backbone))
         bb.eval()
         if dev != "cpu":
             bb.to(dev)
@@ -199,10 +213,10 @@ class PredictWorker:
     def process(self, part: PartInput, on_batch: BatchCallback | None = None) -> tuple[pa.Table, list[ErrorRow]]:
         cols: dict[str, list[Any]] = {c: [] for c in PREDICTION_COLUMNS}
         errors: list[ErrorRow] = []
-        for j, r in enumerate(self.geo.predict_iter(part.paths, top_k=self.top_k, labels=part.paths)):
+        for j, r in enumerate(self.geo.predict_iter(part.paths, top_k=self.top_k, labels=part.names)):
             i = part.lo + j
             if r.error is not None or not r.candidates:
-                errors.append(ErrorRow(i, part.ids[j], part.paths[j], r.error or "no prediction"))
+                errors.append(ErrorRow(i, part.ids[j], part.names[j], r.error or "no prediction"))
             for c in r.candidates:
                 for name, v in (
                     ("index", i),

@@ -15,6 +15,7 @@ written atomically.
 
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +27,11 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from terraloc.errors import InputError, MissingResourceError
+from terraloc.inputs import exif_gps as exif_gps  # re-exported: it used to live here
+from terraloc.io import atomic_write
+
+MANIFEST_VERSION = 1
+
 
 # --------------------------------------------------------------------------- inputs
 
@@ -40,95 +46,33 @@ class GeoPhoto:
     lon: float
 
 
-def exif_gps(path: str | Path) -> tuple[float, float] | None:
-    """``(lat, lon)`` degrees from a photo's EXIF GPS tags, or ``None`` when it has none."""
-    from PIL import Image
+def read_geotagged(
+    source: str | Path | Sequence[str | Path],
+    *,
+    id_col: str | None = None,
+    lat_col: str | None = None,
+    lon_col: str | None = None,
+) -> tuple[list[GeoPhoto], list[tuple[str, str]]]:
+    """Geotagged photos from a manifest (path/id + lat/lon columns), a folder or glob (EXIF GPS).
 
-    try:
-        with Image.open(path) as img:
-            gps = img.getexif().get_ifd(0x8825)
-    except Exception:
-        return None
-    if not gps or 2 not in gps or 4 not in gps:
-        return None
+    Reads through :func:`terraloc.inputs.read_photo_inputs` (``require_coords=True``): manifest
+    columns are detected case-insensitively (``IMG_ID,LAT,LON``, ``path,lat,lon`` ...), relative
+    paths resolve against the manifest's folder. Returns ``(photos, skipped)`` where ``skipped``
+    lists ``(path, reason)`` for files not used (no GPS, missing, not an image).
 
-    def deg(v: Any) -> float:
-        d, m, s = (float(x) for x in v)
-        return d + m / 60.0 + s / 3600.0
-
-    try:
-        lat, lon = deg(gps[2]), deg(gps[4])
-    except (TypeError, ValueError, ZeroDivisionError):
-        return None
-    if str(gps.get(1, "N")).upper().startswith("S"):
-        lat = -lat
-    if str(gps.get(3, "E")).upper().startswith("W"):
-        lon = -lon
-    if not (np.isfinite(lat) and np.isfinite(lon) and -90 <= lat <= 90 and -180 <= lon <= 180):
-        return None
-    return lat, lon
-
-
-def _pick(cols: list[str], options: Sequence[str]) -> str | None:
-    low = {c.lower(): c for c in cols}
-    for o in options:
-        if o in low:
-            return low[o]
-    return None
-
-
-def read_geotagged(source: str | Path) -> tuple[list[GeoPhoto], list[tuple[str, str]]]:
-    """Geotagged photos from a CSV (path/id + lat/lon columns) or a folder (EXIF GPS).
-
-    CSV columns (case-insensitive): a path column (``path``, ``image``, ``file``, ``filename``,
-    ``img_id``), ``lat``/``latitude`` and ``lon``/``lng``/``longitude``; relative paths are resolved
-    against the CSV's folder. Returns ``(photos, skipped)`` where ``skipped`` lists
-    ``(path, reason)`` for rows/photos without usable coordinates or files.
+    Raises:
+        InputError: a malformed manifest; ``NoPhotosError`` (carrying the skipped list and a hint)
+            when nothing usable is left.
     """
-    from terraloc.encoders.image.loading import find_images
+    from terraloc.inputs import read_photo_inputs
 
-    src = Path(source)
-    photos: list[GeoPhoto] = []
-    skipped: list[tuple[str, str]] = []
-    if src.is_dir():
-        for p in find_images(src):
-            ll = exif_gps(p)
-            if ll is None:
-                skipped.append((str(p), "no EXIF GPS position"))
-            else:
-                photos.append(GeoPhoto(p.stem, str(p), ll[0], ll[1]))
-        return photos, skipped
-    if not src.exists():
-        raise InputError("no such file or folder", path=src)
-    try:
-        df = pd.read_csv(src, dtype=str, keep_default_na=False)
-    except Exception as exc:
-        raise InputError(f"cannot read CSV: {exc}", path=src) from None
-    cols = list(df.columns)
-    pcol = _pick(cols, ["path", "image", "file", "filename", "img_id", "image_id", "id"])
-    latc = _pick(cols, ["lat", "latitude"])
-    lonc = _pick(cols, ["lon", "lng", "long", "longitude"])
-    for name, c in (("path", pcol), ("lat", latc), ("lon", lonc)):
-        if c is None:
-            raise InputError(f"CSV needs a {name} column; found {', '.join(cols)}", path=src, field=name)
-    assert pcol and latc and lonc
-    for i, row in enumerate(df.itertuples(index=False), start=2):
-        rec = dict(zip(cols, row, strict=True))
-        rel = rec[pcol].strip()
-        p = Path(rel) if Path(rel).is_absolute() else src.parent / rel
-        try:
-            lat, lon = float(rec[latc]), float(rec[lonc])
-        except ValueError:
-            skipped.append((str(p), f"line {i}: lat/lon not numbers"))
-            continue
-        if not (np.isfinite(lat) and np.isfinite(lon) and -90 <= lat <= 90 and -180 <= lon <= 180):
-            skipped.append((str(p), f"line {i}: lat/lon out of range"))
-            continue
-        if not p.is_file():
-            skipped.append((str(p), f"line {i}: file not found"))
-            continue
-        photos.append(GeoPhoto(Path(rel).stem, str(p), lat, lon))
-    return photos, skipped
+    inp = read_photo_inputs(source, id_col=id_col, lat_col=lat_col, lon_col=lon_col, require_coords=True)
+    assert inp.coords is not None
+    photos = [
+        GeoPhoto(Path(i).stem, p, float(ll[0]), float(ll[1]))
+        for i, p, ll in zip(inp.ids, inp.paths, inp.coords, strict=True)
+    ]
+    return photos, list(inp.skipped)
 
 
 # --------------------------------------------------------------------------- database
@@ -208,6 +152,14 @@ def check_backbone(manifest: dict, backbone: Any, path: Path) -> None:
             path=path,
             field="backbone",
         )
+
+
+def write_skipped(path: str | Path, skipped: Sequence[tuple[str, str]]) -> None:
+    """Write ``(path, reason)`` rows to a CSV atomically (header ``path,reason``)."""
+    with atomic_write(path, "w") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "reason"])
+        w.writerows(skipped)
 
 
 # --------------------------------------------------------------------------- head
