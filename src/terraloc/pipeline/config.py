@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from terraloc.config import DEFAULT_BACKBONE
 from terraloc.errors import InputError
 
 CONFIG_FILE = "config.json"
@@ -67,7 +68,7 @@ class GeolocatorConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    backbone: str = "clip-vit-large-patch14"
+    backbone: str = DEFAULT_BACKBONE
     head: str = "geoclip"
     gallery: str = "geoclip-100k"
     index: str = Field("flat", validation_alias=AliasChoices("index", "search"))
