@@ -130,7 +130,7 @@ def run_driver_memory(
             manifest = replicated_manifest(photos, n, work / f"photos-{n}.csv")
             cmd = [sys.executable, "-m", "terraloc", "embed", "--photos", str(manifest), "--id-col", "id",
                    "--out", str(work / f"emb-{n}"), "--backbone", backbone, "--engine", "ray",
-                   "--workers", str(workers), "--json", "--no-progress"]  # fmt: skip
+                   "--workers", str(workers), "--json", "--no-progress", "--no-coords"]  # fmt: skip
             if ray_address:
                 cmd += ["--ray-address", ray_address]
             r = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy(), check=False)
