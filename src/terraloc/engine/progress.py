@@ -106,7 +106,21 @@ class RunSummary:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process in MiB (Linux ``ru_maxrss`` is in KiB)."""
-    import resource
+    """Peak resident set size of this process in MiB.
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    Linux: ``VmHWM`` of ``/proc/self/status`` (the high-water mark of this program's memory;
+    ``ru_maxrss`` is not used there because it keeps the parent's peak across ``fork`` + ``exec``).
+    Elsewhere: ``ru_maxrss``.
+    """
+    import resource
+    import sys
+
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0  # kB
+    except OSError:
+        pass
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 1024.0
