@@ -1,0 +1,117 @@
+"""`terraloc train g3`: image/GPS/text alignment on a SYNTHETIC shard set (learning, exact resume, loading)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from terraloc.errors import InputError
+from terraloc.train.g3 import G3Head, G3Verifier, build_g3_objective, load_g3_model, write_g3_shards
+from terraloc.train.shards import ShardSet
+from terraloc.train.trainer import TrainConfig, fit
+
+
+def _synthetic(out: Path, n: int, seed: int, centres: np.ndarray) -> Path:
+    """Photos at 48 places; image/text embeddings are fixed random functions of the place plus noise."""
+    rng = np.random.default_rng(seed)
+    place = rng.integers(0, len(centres), n)
+    ll = centres[place] + rng.normal(scale=0.05, size=(n, 2))
+    proto = np.random.default_rng(99)
+    img_w = proto.normal(size=(len(centres), 24))
+    txt_w = proto.normal(size=(len(centres), 16))
+    img = img_w[place] + 0.5 * rng.normal(size=(n, 24))
+    txt = txt_w[place] + 0.3 * rng.normal(size=(n, 16))
+    write_g3_shards(out, [f"p{i}" for i in range(n)], ll, img.astype(np.float32), txt.astype(np.float32), 300)
+    return out
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("g3")
+    centres = np.random.default_rng(5).uniform([-60, -170], [60, 170], size=(48, 2))
+    return _synthetic(root / "train", 1536, 0, centres), _synthetic(root / "val", 256, 1, centres)
+
+
+def _cfg(out: Path, **kw: object) -> TrainConfig:
+    base = dict(
+        out_dir=out, epochs=4, batch_size=128, lr=3e-3, gamma=0.8, patience=10, progress=False, tensorboard=False
+    )
+    base.update(kw)
+    return TrainConfig(**base)  # type: ignore[arg-type]
+
+
+def test_g3_learns_well_above_untrained(shards: tuple[Path, Path], tmp_path: Path) -> None:
+    tr, va = ShardSet(shards[0]), ShardSet(shards[1])
+    torch.manual_seed(0)
+    obj = build_g3_objective(tr, va)
+    before = obj.validate(va)
+    res = fit(obj, tr, va, _cfg(tmp_path / "run"))
+    after = res.history[-1]
+    # 48 places: a random row of the batch is at the image's place about 1/48 of the time
+    assert before["val_acc_image_gps"] < 0.1 and before["val_acc_image_text"] < 0.1
+    assert after["val_acc_image_text"] > 0.5 and after["val_acc_image_gps"] > 0.5, res.history
+    assert after["val_loss"] < before["val_loss"] - 1.0
+    # loads as a verifier and as a head: the true coordinate scores higher than a far one
+    model = load_g3_model(tmp_path / "run" / "best.pt")
+    ver = G3Verifier(model)
+    b = va.read_shard(0)
+    img = b.emb[:64, : model.image_dim]
+    far = b.latlon[:64].copy()
+    far[:, 1] = ((far[:, 1] + 180 + 180) % 360) - 180
+    far[:, 0] = -far[:, 0]
+    s = ver.score(img, np.stack([b.latlon[:64], far], axis=1))
+    assert (s[:, 0] > s[:, 1]).mean() > 0.8
+    head = G3Head(model, tr.coords())
+    coords, probs = head.predict_arrays(img, top_k=3)
+    assert coords.shape == (64, 3, 2) and (np.diff(probs, axis=1) <= 0).all()
+    from terraloc.geo.distance import haversine_km
+
+    assert np.median(haversine_km(coords[:, 0], b.latlon[:64])) < 2000
+
+
+def test_g3_resumes_exactly(shards: tuple[Path, Path], tmp_path: Path) -> None:
+    tr, va = ShardSet(shards[0]), ShardSet(shards[1])
+
+    def run(out: Path, **kw: object) -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        obj = build_g3_objective(tr, va)
+        fit(obj, tr, va, _cfg(out, epochs=2, dtype="float64", checkpoint_every=5, **kw))
+        return {k: v.clone() for k, v in obj.model.state_dict().items()}
+
+    straight = run(tmp_path / "a")
+    run(tmp_path / "b", max_steps=17)  # stops mid-epoch 2 (12 steps per epoch) after saving last.pt
+    resumed = run(tmp_path / "b", resume=True)
+    for k in straight:
+        assert torch.equal(straight[k], resumed[k]), k
+
+
+def test_g3_cli_and_bad_shards(cli, shards: tuple[Path, Path], tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    r = cli(
+        "train",
+        "g3",
+        "--train",
+        shards[0],
+        "--val",
+        shards[1],
+        "--out",
+        tmp_path / "r",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "128",
+        "--no-progress",
+        "--no-tensorboard",
+    )
+    assert r.code == 0, r.err
+    assert (tmp_path / "r" / "best.pt").exists()
+    from terraloc.train.shards import write_shards
+
+    plain = tmp_path / "plain"
+    write_shards([(["a", "b"], np.array([[0.0, 0.0], [1.0, 1.0]]), np.ones((2, 4), np.float32))], plain, 4)
+    r = cli("train", "g3", "--train", plain, "--out", tmp_path / "r2")
+    assert r.code == 2 and "not a G3 shard folder" in r.err
+    with pytest.raises(InputError):
+        build_g3_objective(ShardSet(plain))
