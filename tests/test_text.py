@@ -258,3 +258,60 @@ def test_hierarchy_from_geonames_and_embedding_cache(tiny_text_clip: Path, tmp_p
     coords, probs, ev = head.predict_arrays(feats, top_k=4)
     assert coords.shape == (2, 4, 2) and ev[0][0]["country_code"] in ("FR", "IT")
     assert (probs[:, 0] > 0).all() and probs.sum(axis=1).max() <= 1 + 1e-9
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def test_predict_with_text_head_end_to_end_and_through_the_service(
+    tiny_text_clip: Path, shared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import httpx
+
+    from serve_support import running_server
+    from terraloc.pipeline.geolocator import Geolocator, GeolocatorConfig
+    from terraloc.serve import ServeSettings, create_app
+    from terraloc.serve.geolocator import GeolocatorPredictor
+
+    monkeypatch.setenv("TERRALOC_HOME", str(tmp_path / "home"))
+    photos = sorted((shared / "data/photos/im2gps3k_dev").glob("*.jpg"))[:4]
+    opts = {"levels": 2, "countries": "FR,IT,US,GB,JP", "beam": "3"}
+    # the backbone is loaded WITHOUT its text tower: the head loads it from the same checkpoint
+    geo = Geolocator(GeolocatorConfig(backbone=str(tiny_text_clip), head="text", head_options=opts, workers=1))
+    preds = geo.predict([str(p) for p in photos] + [str(tmp_path / "missing.jpg")], top_k=3)
+    assert [p.ok for p in preds] == [True] * 4 + [False]
+    for p in preds[:4]:
+        assert len(p.candidates) == 3 and p.top is not None
+        assert p.top.country_code in {"FR", "IT", "US", "GB", "JP"}
+        assert p.candidates[0].probability >= p.candidates[1].probability > 0
+    assert preds[0].model["head"] == "text" and preds[0].model["text"]["levels"] == ["country", "admin1"]
+    assert list((tmp_path / "home" / "text").glob("places-*.npy"))  # text embeddings cached
+    with (
+        running_server(create_app(ServeSettings(), GeolocatorPredictor(geo))) as base,
+        httpx.Client(base_url=base, timeout=60) as c,
+    ):
+        r = c.post("/v1/predict?top_k=2", files={"file": ("a.jpg", photos[0].read_bytes(), "image/jpeg")})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert len(body["candidates"]) == 2 and body["model"]["head"] == "text"
+        assert body["lat"] == pytest.approx(preds[0].top.lat) and body["lon"] == pytest.approx(preds[0].top.lon)
+
+
+def test_text_rescoring_reorders_by_image_text_similarity(tiny_text_clip: Path) -> None:
+    from terraloc.models.text_scoring import candidate_text_embeddings, place_name_similarity, rescore_with_text
+
+    bb = load_backbone(tiny_text_clip, text=True)
+    coords = np.array([[[48.85, 2.35], [35.01, 135.77], [np.nan, np.nan]]])
+    probs = np.array([[0.6, 0.4, 0.0]])
+    txt = candidate_text_embeddings(bb.text, coords)
+    assert txt.shape == (1, 3, bb.dim) and not txt[0, 2].any()
+    kyoto = bb.text.embed(["a photo taken in Kyoto, Kyoto, Japan."])  # an image embedding matching candidate 2
+    same, order0 = rescore_with_text(probs, kyoto, txt, weight=0.0)
+    np.testing.assert_allclose(same, probs)
+    np.testing.assert_array_equal(order0[0], [0, 1, 2])
+    new, order = rescore_with_text(probs, kyoto, txt, weight=1.0, logit_scale=100.0)
+    sims = np.einsum("d,kd->k", kyoto[0], txt[0, :2])
+    assert (order[0, 0] == 1) == bool(np.log(0.4) + 100 * sims[1] > np.log(0.6) + 100 * sims[0])
+    assert new[0, 2] == 0 and new.sum() == pytest.approx(1.0)
+    s = place_name_similarity(bb.text, kyoto, ["Kyoto, Japan"])
+    assert s.shape == (1,) and -1 <= s[0] <= 1

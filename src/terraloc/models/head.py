@@ -230,6 +230,8 @@ BUILTIN_HEADS: dict[str, str] = {
     "refdb": "terraloc.models.refdb_head:ReferenceDatabaseHead",
     "geosurge": "terraloc.models.geosurge_head:GeoSurgeCellHead",
     "geosurge+fusion": "terraloc.models.fusion_head:FusedGeoSurgeHead",
+    "text": "terraloc.models.text_head:TextPlaceHead",
+    "g3": "terraloc.train.g3:G3Head",
 }
 
 _REGISTRY: dict[str, type[Any]] = {}

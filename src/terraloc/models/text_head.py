@@ -181,8 +181,12 @@ def hierarchy_embeddings(
     backbone_key: str,
     cache_dir: str | Path | None = None,
     progress: ProgressFn | None = None,
+    city_templates: int = 1,
 ) -> list[NDArray[np.float32]]:
     """Prompt-ensemble embeddings of every level, cached on disk.
+
+    The city level (144,000 nodes for all of GeoNames) uses only the first ``city_templates``
+    templates, the coarser levels all of them.
 
     Args:
         tower: a :class:`terraloc.encoders.text.TextTower`.
@@ -197,10 +201,11 @@ def hierarchy_embeddings(
     folder = Path(cache_dir) if cache_dir is not None else text_cache_dir()
     out = []
     for lv in hierarchy.levels:
+        level_templates = list(templates)[: max(1, city_templates)] if lv.name == "city" else list(templates)
         ident = json.dumps(
             {
                 "backbone": backbone_key,
-                "templates": list(templates),
+                "templates": level_templates,
                 "hierarchy": hierarchy.fingerprint(),
                 "level": lv.name,
             }
@@ -221,7 +226,7 @@ def hierarchy_embeddings(
             if progress is not None:
                 progress(_name, done, total)
 
-        emb = tower.embed_prompts(lv.text, templates, progress=report)
+        emb = tower.embed_prompts(lv.text, level_templates, progress=report)
         with atomic_write(path, "wb") as fh:
             np.save(fh, emb, allow_pickle=False)
         out.append(emb)

@@ -8,7 +8,7 @@ batches.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,7 @@ class GeolocatorConfig:
     segmenter: str = "tflite"  # segmentation provider for fusion (``tflite`` or ``oneformer:DIR``)
     llm: str | None = None
     farthest: int = 5
+    head_options: dict[str, Any] = field(default_factory=dict)  # options of registry heads (e.g. text)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -104,6 +105,7 @@ class Geolocator:
         self._db: Any = None
         self._geosurge: Any = None
         self._fused: Any = None
+        self._generic: Any = None
         if config.head == "geosurge" and config.fusion:
             # GeoSURGE on the fused (CLIP tokens + ADE20K map) feature; head default: geosurge.pt beside it
             from terraloc.models.fusion_head import FusedGeoSurgeHead
@@ -131,8 +133,10 @@ class Geolocator:
             if config.ten_crop:
                 raise InputError("ten-crop is supported with the geoclip head only", field="ten_crop")
             self._geosurge = GeoSurgeHead.from_checkpoint(config.checkpoint)
-        else:
-            raise InputError(f"unknown head '{config.head}'; known: geoclip, refdb, geosurge", field="head")
+        else:  # any other registered head (terraloc.models.head), e.g. "text" or "g3"
+            from terraloc.models.head import build_head
+
+            self._generic = build_head(config, self.backbone)  # type: ignore[arg-type]
         self._reasoner: Any = None
         if config.reasoner is not None:
             if config.reasoner != "rag":
@@ -165,6 +169,8 @@ class Geolocator:
             info["ten_crop"] = self.config.ten_crop
         if self._fused is not None:
             info["fusion"] = self._fused.info
+        if self._generic is not None:
+            info.update(self._generic.describe())
         if self._geosurge is not None:
             info["geosurge"] = {"checkpoint": str(self.config.checkpoint), "cells": self._geosurge.partition.sizes}
         if self._db is not None:
@@ -184,6 +190,9 @@ class Geolocator:
     @torch.no_grad()
     def _heads(self, pixels: torch.Tensor, top_k: int) -> list[list[tuple[float, float, float]]]:
         """``(B, 3, H, W)`` → per image a list of ``(lat, lon, probability)``, best first."""
+        if self._generic is not None:
+            c = self._generic.predict(self.backbone.features(pixels), top_k)
+            return [[(lat, lon, p) for lat, lon, p, _ in c.rows(i)] for i in range(c.n)]
         if self._geoclip is not None:
             t = self._geoclip.predict_pixels(pixels, top_k)
             return [
