@@ -315,3 +315,44 @@ def test_text_rescoring_reorders_by_image_text_similarity(tiny_text_clip: Path) 
     assert new[0, 2] == 0 and new.sum() == pytest.approx(1.0)
     s = place_name_similarity(bb.text, kyoto, ["Kyoto, Japan"])
     assert s.shape == (1,) and -1 <= s[0] <= 1
+
+
+def test_text_rescored_head_wraps_any_registered_head(tiny_text_clip: Path) -> None:
+    from types import SimpleNamespace
+
+    from terraloc.models.head import Candidates, register_head
+    from terraloc.models.text_scoring import TextRescoredHead
+
+    @register_head("fixed-test")
+    class Fixed:
+        input = "features"
+        supports_ten_crop = False
+        input_dim = None
+        required_backbone = None
+
+        @classmethod
+        def from_config(cls, config: object, backbone: object) -> Fixed:
+            return cls()
+
+        def predict(self, x: torch.Tensor, top_k: int) -> Candidates:
+            n = x.shape[0]
+            coords = np.tile(np.array([[48.85, 2.35], [35.01, 135.77]]), (n, 1, 1))
+            return Candidates(coords, np.tile([0.55, 0.45], (n, 1)), [[{"i": 0}, {"i": 1}] for _ in range(n)])
+
+        def describe(self) -> dict[str, object]:
+            return {"fixed": True}
+
+    bb = load_backbone(tiny_text_clip)
+    cfg = SimpleNamespace(head="geoclip+text", ten_crop=False, head_options={"inner": "fixed-test", "text_weight": 1.0})
+    head = TextRescoredHead.from_config(cfg, bb)
+    kyoto = torch.as_tensor(bb.text.embed(["a photo taken in Kyoto, Kyoto, Japan."])) * 4.0  # unnormalised "features"
+    out = head.predict(kyoto, 2)
+    sims = np.einsum(
+        "d,kd->k", kyoto[0].numpy() / 4.0, head.texts.embeddings(np.array([[[48.85, 2.35], [35.01, 135.77]]]))[0]
+    )
+    want_first = 1 if np.log(0.45) + bb.text.logit_scale * sims[1] > np.log(0.55) + bb.text.logit_scale * sims[0] else 0
+    assert out.evidence[0][0]["i"] == want_first and out.evidence[0][0]["text_rescored"]
+    assert out.probs.sum() == pytest.approx(1.0) and out.probs[0, 0] >= out.probs[0, 1]
+    off = TextRescoredHead.from_config(SimpleNamespace(**{**vars(cfg), "head_options": {"inner": "fixed-test"}}), bb)
+    np.testing.assert_allclose(off.predict(kyoto, 2).probs, [[0.55, 0.45]])  # default weight 0: unchanged
+    assert head.describe() == {"fixed": True, "text_weight": 1.0}

@@ -10,7 +10,7 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from terraloc.cli.app import app, err_console, out_console
+from terraloc.cli.app import app, bench_app, err_console, out_console
 
 
 def _read_coords(path: Path) -> np.ndarray:
@@ -93,3 +93,74 @@ def describe_command(
             f"({summary['rows_per_s']} rows/s); e.g. {summary['example']!r}",
             markup=False,
         )
+
+
+@bench_app.command("describe")
+def bench_describe_command(
+    rows: Annotated[int, typer.Option("--rows", help="Random coordinates to describe (MP-16 has 4.7M).")] = 4_700_000,
+    nearby: Annotated[int, typer.Option("--nearby", help="Further nearest places per row.")] = 2,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    points: Annotated[
+        str,
+        typer.Option(
+            "--points",
+            help="mp16: GeoCLIP's 100K MP-16 coordinates repeated with 1 km jitter; sphere: uniform on the sphere.",
+        ),
+    ] = "mp16",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the table.")] = False,
+) -> None:
+    """Rows/s of `terraloc describe` (after the one-off table load; Parquet write included)."""
+    import tempfile
+
+    from terraloc.errors import InputError
+    from terraloc.geo.describe import _place_table, describe_coords, write_descriptions
+
+    if rows < 1:
+        raise InputError("must be at least 1", field="--rows")
+    if not 0 <= nearby <= 5:
+        raise InputError(f"must be between 0 and 5, got {nearby}", field="--nearby")
+    rng = np.random.default_rng(seed)
+    if points == "sphere":
+        v = rng.normal(size=(rows, 3))
+        v /= np.linalg.norm(v, axis=1, keepdims=True)
+        latlon = np.stack([np.degrees(np.arcsin(v[:, 2])), np.degrees(np.arctan2(v[:, 1], v[:, 0]))], axis=1)
+    elif points == "mp16":
+        from terraloc.models.geoclip import load_geoclip_gallery_coords
+
+        base = load_geoclip_gallery_coords().astype(np.float64)
+        latlon = base[rng.integers(0, len(base), rows)] + rng.normal(scale=0.01, size=(rows, 2))
+        latlon[:, 0] = np.clip(latlon[:, 0], -90, 90)
+        latlon[:, 1] = (latlon[:, 1] + 180) % 360 - 180
+    else:
+        raise InputError(f"unknown point set '{points}' (mp16 or sphere)", field="--points")
+    t0 = time.perf_counter()
+    _place_table()
+    describe_coords(latlon[:10], nearby=nearby)  # builds the per-place descriptions and dictionaries once
+    t_load = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    table = describe_coords(latlon, nearby=nearby)
+    t_describe = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        write_descriptions(table, Path(tmp) / "d.parquet")
+        t_write = time.perf_counter() - t0
+        size = (Path(tmp) / "d.parquet").stat().st_size
+    res = {
+        "rows": rows,
+        "points": points,
+        "nearby": nearby,
+        "load_s": round(t_load, 2),
+        "describe_s": round(t_describe, 2),
+        "write_s": round(t_write, 2),
+        "rows_per_s": round(rows / (t_describe + t_write)),
+        "parquet_mb": round(size / 1e6, 1),
+    }
+    if as_json:
+        out_console().print_json(json.dumps(res))
+        return
+    from rich.table import Table
+
+    t = Table("rows", "points", "nearby", "load s", "describe s", "write s", "rows/s", "Parquet MB")
+    keys = ("rows", "points", "nearby", "load_s", "describe_s", "write_s", "rows_per_s", "parquet_mb")
+    t.add_row(*(str(res[k]) for k in keys))
+    out_console().print(t)

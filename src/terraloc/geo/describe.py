@@ -94,7 +94,7 @@ def nearest_places(latlon: ArrayLike, k: int = 1) -> tuple[NDArray[np.int64], ND
     """Indices ``(N, k)`` of the ``k`` nearest GeoNames places and their distances in km."""
     arr = np.asarray(latlon, dtype=np.float64).reshape(-1, 2)
     st = _place_table()
-    chord, idx = st["tree"].query(to_unit_vectors(arr), k=k)
+    chord, idx = st["tree"].query(to_unit_vectors(arr), k=k, workers=-1)
     chord = np.asarray(chord).reshape(len(arr), k)
     idx = np.asarray(idx, dtype=np.int64).reshape(len(arr), k)
     return idx, 2 * 6371.0088 * np.arcsin(np.clip(chord / 2, 0, 1))

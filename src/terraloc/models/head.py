@@ -231,6 +231,7 @@ BUILTIN_HEADS: dict[str, str] = {
     "geosurge": "terraloc.models.geosurge_head:GeoSurgeCellHead",
     "geosurge+fusion": "terraloc.models.fusion_head:FusedGeoSurgeHead",
     "text": "terraloc.models.text_head:TextPlaceHead",
+    "geoclip+text": "terraloc.models.text_scoring:TextRescoredHead",
     "g3": "terraloc.train.g3:G3Head",
 }
 

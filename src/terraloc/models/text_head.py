@@ -308,7 +308,7 @@ class TextPlaceHead:
             )
 
     @classmethod
-    def from_config(cls, config: Any, backbone: Any) -> TextPlaceHead:
+    def from_config(cls, config: Any, backbone: Any, progress: ProgressFn | None = None) -> TextPlaceHead:
         opts = dict(getattr(config, "head_options", None) or {})
         known = {"levels", "beam", "countries", "templates"}
         unknown = set(opts) - known
@@ -318,12 +318,22 @@ class TextPlaceHead:
                 field="head_options",
             )
         beam = opts.get("beam", DEFAULT_BEAM)
-        if isinstance(beam, str):
-            beam = [int(b) for b in beam.split(",") if b.strip()]
+        try:
+            if isinstance(beam, str):
+                beam = [int(b) for b in beam.split(",") if b.strip()]
+            beam = [int(b) for b in beam]
+            levels = int(opts.get("levels", 3))
+        except (TypeError, ValueError):
+            raise InputError(
+                f"text-head options: levels must be 1-3 and beam comma-separated integers, got {opts}",
+                field="head_options",
+            ) from None
+        if len(beam) == 1:
+            beam = beam * 2
         countries = opts.get("countries")
         if isinstance(countries, str):
             countries = [c.strip() for c in countries.split(",") if c.strip()]
-        return cls(backbone, int(opts.get("levels", 3)), beam, countries, opts.get("templates"))
+        return cls(backbone, levels, beam, countries, opts.get("templates"), progress=progress)
 
     def transform(self, preprocess: Any) -> Any:
         return preprocess
