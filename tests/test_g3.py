@@ -115,3 +115,24 @@ def test_g3_cli_and_bad_shards(cli, shards: tuple[Path, Path], tmp_path: Path) -
     assert r.code == 2 and "not a G3 shard folder" in r.err
     with pytest.raises(InputError):
         build_g3_objective(ShardSet(plain))
+
+
+@pytest.mark.slow
+def test_g3_torchrun_two_ranks_match_one_rank(shards: tuple[Path, Path], tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "OMP_NUM_THREADS": "1"}
+    runs = {}
+    for n in (1, 2):
+        out = tmp_path / f"ddp{n}"
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n),
+               "--master_port", str(29600 + n + os.getpid() % 1000), "-m", "terraloc",
+               "train", "g3", "--train", str(shards[0]), "--out", str(out), "--batch-size", "128",
+               "--max-steps", "5", "--dtype", "float64", "--no-progress", "--no-tensorboard"]  # fmt: skip
+        p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stderr[-2000:]
+        runs[n] = torch.load(out / "last.pt", map_location="cpu", weights_only=True)["model"]
+    for k in runs[1]:
+        torch.testing.assert_close(runs[2][k], runs[1][k], rtol=1e-6, atol=1e-8)
