@@ -28,6 +28,15 @@ def _synthetic(out: Path, n: int, seed: int, centres: np.ndarray) -> Path:
     return out
 
 
+@pytest.fixture(autouse=True)
+def one_thread() -> object:
+    """Tiny models train much faster on one thread on a busy machine; restore the count afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("g3")
@@ -64,6 +73,17 @@ def test_g3_learns_well_above_untrained(shards: tuple[Path, Path], tmp_path: Pat
     far[:, 0] = -far[:, 0]
     s = ver.score(img, np.stack([b.latlon[:64], far], axis=1))
     assert (s[:, 0] > s[:, 1]).mean() > 0.8
+    # as the RAG reasoner's verifier: select_verify picks the true place among far-away candidates
+    from terraloc.rag.candidates import Candidate
+    from terraloc.rag.select import select_verify
+
+    wins = 0
+    for r in range(16):
+        cands = [Candidate(float(far[r, 0]), float(far[r, 1]), source="llm"),
+                 Candidate(float(b.latlon[r, 0]), float(b.latlon[r, 1]), source="refdb-nearest", rank=1)]  # fmt: skip
+        sel = select_verify(ver.project_image(img[r]), cands, ver.location_encoder())
+        wins += sel.chosen is cands[1]
+    assert wins >= 13
     head = G3Head(model, tr.coords())
     coords, probs = head.predict_arrays(img, top_k=3)
     assert coords.shape == (64, 3, 2) and (np.diff(probs, axis=1) <= 0).all()

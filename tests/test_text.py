@@ -15,6 +15,15 @@ from terraloc.geo.place_hierarchy import PlaceHierarchy
 from terraloc.models.text_head import TextPlaceHead, beam_search, exhaustive_search, hierarchy_embeddings
 
 
+@pytest.fixture(autouse=True)
+def one_thread() -> object:
+    """Tiny models run much faster on one thread on a busy machine; restore the count afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def tiny_text_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_clip(tmp_path_factory.mktemp("tiny_text_clip"), seed=3, tokenizer=True)

@@ -302,6 +302,29 @@ class G3Verifier:
         return cls(load_g3_model(path))
 
     @torch.no_grad()
+    def project_image(self, image: NDArray[np.float32]) -> NDArray[np.float32]:
+        """``(N, D_i)`` or ``(D_i,)`` image embeddings → normalised G3 image features (same leading shape)."""
+        x = np.asarray(image, dtype=np.float32)
+        f = self.model.image_features(torch.as_tensor(x.reshape(-1, x.shape[-1]))).numpy()
+        return f.reshape(*x.shape[:-1], f.shape[-1])
+
+    def location_encoder(self) -> Any:
+        """The GPS encoder as :func:`terraloc.rag.select.select_verify` takes it (``.encode(latlon, normalize)``).
+
+        With ``image_embedding=verifier.project_image(emb)`` the RAG ``verify`` selection scores
+        candidates and LLM answers with the trained G3 alignment.
+        """
+        model = self.model
+
+        class _Encoder:
+            @torch.no_grad()
+            def encode(self, latlon: Tensor, normalize: bool = True) -> Tensor:
+                f = model.location(latlon.float())
+                return F.normalize(f, dim=-1) if normalize else f
+
+        return _Encoder()
+
+    @torch.no_grad()
     def score(self, image: NDArray[np.float32], coords: NDArray[np.float64]) -> NDArray[np.float64]:
         c = np.asarray(coords, dtype=np.float64)
         n, k = c.shape[:2]
