@@ -122,7 +122,7 @@ class TextRescoredHead:
         self.required_backbone = getattr(inner, "required_backbone", None)
 
     @classmethod
-    def from_config(cls, config: Any, backbone: Any) -> TextRescoredHead:
+    def from_config(cls, config: Any, backbone: Any, progress: Any = None) -> TextRescoredHead:
         from types import SimpleNamespace
 
         from terraloc.errors import InputError
@@ -134,8 +134,17 @@ class TextRescoredHead:
         weight = float(opts.pop("text_weight", DEFAULT_TEXT_WEIGHT))
         if not np.isfinite(weight) or weight < 0:
             raise InputError(f"text_weight must be a non-negative number, got {weight}", field="head_options")
-        inner_cfg = SimpleNamespace(**{**vars(config), "head": inner_name, "head_options": opts})
-        inner = head_class(inner_name).from_config(inner_cfg, backbone)
+        if hasattr(config, "model_copy"):  # the pipeline's validated GeolocatorConfig
+            inner_cfg = config.model_copy(update={"head": inner_name, "head_options": opts})
+        else:
+            inner_cfg = SimpleNamespace(**{**vars(config), "head": inner_name, "head_options": opts})
+        inner_cls = head_class(inner_name)
+        import inspect
+
+        if "progress" in inspect.signature(inner_cls.from_config).parameters:
+            inner = inner_cls.from_config(inner_cfg, backbone, progress=progress)
+        else:
+            inner = inner_cls.from_config(inner_cfg, backbone)
         return cls(inner, text_tower_for(backbone), weight)
 
     def transform(self, preprocess: Any) -> Any:
