@@ -156,3 +156,28 @@ def test_g3_torchrun_two_ranks_match_one_rank(shards: tuple[Path, Path], tmp_pat
         runs[n] = torch.load(out / "last.pt", map_location="cpu", weights_only=True)["model"]
     for k in runs[1]:
         torch.testing.assert_close(runs[2][k], runs[1][k], rtol=1e-6, atol=1e-8)
+
+
+def test_embed_text_makes_g3_shards_from_image_shards(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from terraloc.encoders.image.backbones import load_backbone, make_tiny_clip
+    from terraloc.geo.describe import describe_coords
+    from terraloc.train.g3 import g3_dims
+    from terraloc.train.shards import write_shards
+
+    tiny = make_tiny_clip(tmp_path / "tiny", tokenizer=True)
+    ll = np.array([[48.8566, 2.3522], [48.8570, 2.3530], [35.0116, 135.7681], [-33.8688, 151.2093]])
+    img = np.random.default_rng(0).normal(size=(4, 768)).astype(np.float32)
+    write_shards([(["a", "b", "c", "d"], ll, img)], tmp_path / "img", 768, shard_rows=3)
+    r = cli("embed-text", "--shards", tmp_path / "img", "--backbone", tiny, "--out", tmp_path / "g3")
+    assert r.code == 0, r.err
+    s = ShardSet(tmp_path / "g3")
+    assert g3_dims(s) == (768, 768) and s.n_rows == 4
+    rows = np.concatenate([s.read_shard(i).emb for i in range(len(s.shards))])
+    np.testing.assert_array_equal(rows[:, :768], img)
+    want = load_backbone(tiny, text=True).text.embed(describe_coords(ll, nearby=0).column("description").to_pylist())
+    np.testing.assert_allclose(rows[:, 768:], want, atol=1e-6)
+    np.testing.assert_array_equal(rows[0, 768:], rows[1, 768:])  # same place, same description
+    r = cli("embed-text", "--shards", tmp_path / "img", "--backbone", tiny, "--out", tmp_path / "g3")
+    assert r.code == 2 and "choose a new --out" in r.err
+    r = cli("embed-text", "--shards", tmp_path / "img", "--backbone", "efficientnet-lite0", "--out", tmp_path / "x")
+    assert r.code == 2 and "text tower" in r.err
