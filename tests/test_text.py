@@ -273,7 +273,7 @@ def test_hierarchy_from_geonames_and_embedding_cache(tiny_text_clip: Path, tmp_p
 
 
 def test_predict_with_text_head_end_to_end_and_through_the_service(
-    tiny_text_clip: Path, shared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_text_clip: Path, shared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli
 ) -> None:
     import httpx
 
@@ -304,6 +304,16 @@ def test_predict_with_text_head_end_to_end_and_through_the_service(
         body = r.json()
         assert len(body["candidates"]) == 2 and body["model"]["head"] == "text"
         assert body["lat"] == pytest.approx(preds[0].top.lat) and body["lon"] == pytest.approx(preds[0].top.lon)
+    # the command line, through a saved geolocator that carries the head options
+    geo.save_pretrained(tmp_path / "model")
+    r = cli("predict", *photos, "--model", tmp_path / "model", "--format", "csv", "-o", tmp_path / "p.csv")
+    assert r.code == 0, r.err
+    import pandas as pd
+
+    rows = pd.read_csv(tmp_path / "p.csv")
+    top = rows[rows["rank"] == 1].reset_index(drop=True)
+    assert len(top) == 4 and set(top["country_code"]) <= {"FR", "IT", "US", "GB", "JP"}
+    assert top.loc[0, "lat"] == pytest.approx(preds[0].top.lat, abs=1e-5)
 
 
 def test_text_rescoring_reorders_by_image_text_similarity(tiny_text_clip: Path) -> None:
