@@ -375,3 +375,22 @@ def test_text_rescored_head_wraps_any_registered_head(tiny_text_clip: Path) -> N
     off = TextRescoredHead.from_config(SimpleNamespace(**{**vars(cfg), "head_options": {"inner": "fixed-test"}}), bb)
     np.testing.assert_allclose(off.predict(kyoto, 2).probs, [[0.55, 0.45]])  # default weight 0: unchanged
     assert head.describe() == {"fixed": True, "text_weight": 1.0}
+
+
+@pytest.mark.slow
+def test_geoclip_plus_text_reorders_geoclip_candidates(tiny_text_clip: Path, shared: Path) -> None:
+    """The real GeoCLIP head (pretrained MLP, 100K gallery) on the tiny CLIP, rescored by text."""
+    from terraloc.pipeline.geolocator import Geolocator, GeolocatorConfig
+
+    photos = [str(p) for p in sorted((shared / "data/photos/im2gps3k_dev").glob("*.jpg"))[:3]]
+    plain = Geolocator(GeolocatorConfig(backbone=str(tiny_text_clip), head="geoclip", workers=1))
+    base = plain.predict(photos, top_k=5)
+    off = plain.with_config(head="geoclip+text", head_options={"text_weight": 0.0}).predict(photos, top_k=5)
+    on = plain.with_config(head="geoclip+text", head_options={"text_weight": 1.0}).predict(photos, top_k=5)
+    for b, o, t in zip(base, off, on, strict=True):
+        assert [(c.lat, c.lon, c.probability) for c in b.candidates] == [
+            (c.lat, c.lon, c.probability) for c in o.candidates
+        ]
+        assert sorted((c.lat, c.lon) for c in t.candidates) == sorted((c.lat, c.lon) for c in b.candidates)
+        assert sum(c.probability for c in t.candidates) == pytest.approx(1.0)
+    assert on[0].model["text_weight"] == 1.0
