@@ -247,6 +247,8 @@ def _load_clip_folder(folder: Path, model_id: str, text: bool = False) -> CLIPBa
             image_size = int(vcfg.image_size)
         else:
             raise InputError(f"model_type '{mtype}' is not a CLIP checkpoint", path=cfg_path)
+    except MissingResourceError:
+        raise  # already one line (e.g. a checkpoint without tokenizer files)
     except OSError as exc:
         raise MissingResourceError(f"{folder}: cannot load CLIP weights ({exc})") from None
     finally:
