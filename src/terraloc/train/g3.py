@@ -101,10 +101,10 @@ def g3_shards_from_image_shards(
     writer: ShardWriter | None = None
     for i in range(len(src.shards)):
         b = src.read_shard(i)
-        desc = describe_coords(b.latlon, template=template, nearby=0).column("description")
-        codes = np.asarray(desc.combine_chunks().indices if hasattr(desc, "combine_chunks") else desc.indices)
-        dictionary = (desc.combine_chunks() if hasattr(desc, "combine_chunks") else desc).dictionary.to_pylist()
-        used, inv = np.unique(codes, return_inverse=True)
+        desc = describe_coords(b.latlon, template=template, nearby=0).column("description").combine_chunks()
+        codes = desc.indices.to_numpy(zero_copy_only=False)
+        dictionary = desc.dictionary.to_pylist()
+        used, inv = np.unique(codes, return_inverse=True)  # embed each distinct description once
         txt = text_tower.embed([dictionary[u] for u in used])[inv]
         if writer is None:
             meta = {
