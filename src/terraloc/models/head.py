@@ -232,7 +232,7 @@ BUILTIN_HEADS: dict[str, str] = {
     "geosurge+fusion": "terraloc.models.fusion_head:FusedGeoSurgeHead",
     "text": "terraloc.models.text_head:TextPlaceHead",
     "geoclip+text": "terraloc.models.text_scoring:TextRescoredHead",
-    "g3": "terraloc.train.g3:G3Head",
+    "g3": "terraloc.models.g3:G3Head",
 }
 
 _REGISTRY: dict[str, type[Any]] = {}
