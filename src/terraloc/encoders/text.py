@@ -69,11 +69,16 @@ class TextTower(nn.Module):
 
     @torch.no_grad()
     def features(self, texts: Sequence[str]) -> Tensor:
-        """``N`` texts → ``(N, D)`` unnormalised features (``CLIPModel.get_text_features``)."""
+        """``N`` texts → ``(N, D)`` unnormalised float32 features on the CPU (``CLIPModel.get_text_features``).
+
+        Runs on the device the text model is on (``tower.to("cuda")`` embeds a large hierarchy fast).
+        """
         if len(texts) == 0:
             return torch.zeros(0, self.dim)
-        out = self.text_model(**self.tokenize(texts))
-        return self.text_projection(out.pooler_output).float()  # type: ignore[no-any-return]
+        device = next(self.text_projection.parameters()).device
+        enc = {k: v.to(device) for k, v in self.tokenize(texts).items()}
+        out = self.text_model(**enc)
+        return self.text_projection(out.pooler_output).float().cpu()  # type: ignore[no-any-return]
 
     @torch.no_grad()
     def embed(
