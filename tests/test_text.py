@@ -105,7 +105,13 @@ def test_describe_cli_writes_parquet_and_rejects_bad_rows(cli, tmp_path: Path) -
     r = cli("describe", "--coords", src, "--out", out, "--json")
     assert r.code == 0, r.err
     t = pq.read_table(out).to_pydict()
-    assert t["country_code"] == ["FR", "US"] and t["lat"] == [48.8566, 40.7128]
+    assert t["country_code"] == ["FR", "US"] and t["lat"] == [48.8566, 40.7128] and "id" not in t
+    with_ids = tmp_path / "ids.csv"
+    with_ids.write_text("IMG_ID,LAT,LON\na.jpg,48.8566,2.3522\nb.jpg,40.7128,-74.0060\n")
+    assert cli("describe", "--coords", with_ids, "--out", out).code == 0
+    assert pq.read_table(out).column("id").to_pylist() == ["a.jpg", "b.jpg"]
+    r = cli("describe", "--coords", with_ids, "--out", out, "--id-col", "nope")
+    assert r.code == 2 and "--id-col" in r.err
     bad = tmp_path / "bad.csv"
     bad.write_text("lat,lon\n10,20\n95,0\n")
     r = cli("describe", "--coords", bad, "--out", tmp_path / "x.parquet")

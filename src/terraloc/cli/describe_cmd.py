@@ -42,6 +42,45 @@ def _read_coords(path: Path) -> np.ndarray:
     return validate_latlon(arr, source=str(path), rows=np.arange(len(arr)) + 1)
 
 
+_ID_NAMES = ("img_id", "id", "image", "path", "photo", "file")
+
+
+def _read_ids(path: Path, id_col: str | None, n: int) -> list[str] | None:
+    """The id column of a coordinates file (``--id-col``, else the first of IMG_ID/id/image/path), if any."""
+    from terraloc.errors import InputError
+
+    if path.suffix.lower() == ".npy":
+        return None
+    if path.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
+        names = pq.read_schema(path).names
+    else:
+        import pandas as pd
+
+        names = list(pd.read_csv(path, nrows=0).columns)
+    lower = {c.lower(): c for c in names}
+    if id_col is not None:
+        col = lower.get(id_col.lower())
+        if col is None:
+            raise InputError(f"no column '{id_col}'; found {', '.join(names)}", path=path, field="--id-col")
+    else:
+        col = next((lower[c] for c in _ID_NAMES if c in lower), None)
+        if col is None:
+            return None
+    if path.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
+        ids = [str(v) for v in pq.read_table(path, columns=[col]).column(col).to_pylist()]
+    else:
+        import pandas as pd
+
+        ids = pd.read_csv(path, usecols=[col], dtype=str, keep_default_na=False)[col].tolist()
+    if len(ids) != n:
+        raise InputError(f"id column has {len(ids)} rows, coordinates {n}", path=path, field=col)
+    return ids
+
+
 @app.command("describe")
 def describe_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Parquet file to write.")],
@@ -56,6 +95,9 @@ def describe_command(
         typer.Option("--template", help="Template with {neighbourhood} {city} {county} {state} {country}."),
     ] = "a photo taken in {city}, {state}, {country}.",
     nearby: Annotated[int, typer.Option("--nearby", help="Further nearest populated places to list (0-5).")] = 2,
+    id_col: Annotated[
+        str | None, typer.Option("--id-col", help="Id column kept as 'id' (default: IMG_ID/id/image/path if present).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON summary instead of the table.")] = False,
 ) -> None:
     """Describe coordinates with offline GeoNames places (neighbourhood/city/county/state/country)."""
@@ -72,6 +114,7 @@ def describe_command(
     load_s = 0.0
     if mp16pro is not None:
         table = read_mp16pro(mp16pro, template)
+        elapsed = time.perf_counter() - t0
     else:
         assert coords is not None
         latlon = _read_coords(coords)
@@ -81,7 +124,12 @@ def describe_command(
         t0 = time.perf_counter()
         load_s = t0 - t_load
         table = describe_coords(latlon, template=template, nearby=nearby)
-    elapsed = time.perf_counter() - t0
+        elapsed = time.perf_counter() - t0
+        ids = _read_ids(coords, id_col, len(latlon))
+        if ids is not None:
+            import pyarrow as pa
+
+            table = table.add_column(0, "id", pa.array(ids, type=pa.string()))
     write_descriptions(table, out)
     summary = {
         "rows": table.num_rows,
