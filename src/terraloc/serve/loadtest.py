@@ -95,6 +95,97 @@ async def _load(
     }
 
 
+async def _slow_upload(host: str, port: int, path: str, hold_s: float, rate_bps: float) -> str:
+    """One slow-loris upload: a multipart head, then body bytes at ``rate_bps``; the outcome."""
+    body_len = 100_000
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: multipart/form-data; boundary=slowb\r\n"
+        f"Content-Length: {body_len}\r\n\r\n--slowb\r\n"
+        'Content-Disposition: form-data; name="file"; filename="slow.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'
+    ).encode()
+    try:
+        reader, writer = await asyncio.open_connection(host, port)
+    except OSError as exc:
+        return f"connect:{type(exc).__name__}"
+    deadline = time.monotonic() + hold_s
+    try:
+        writer.write(head)
+        await writer.drain()
+        while time.monotonic() < deadline:
+            try:
+                line = await asyncio.wait_for(reader.readline(), 1.0 / rate_bps)
+            except TimeoutError:
+                writer.write(b"x")
+                try:
+                    await writer.drain()
+                except OSError:
+                    return "closed"
+                continue
+            if not line:
+                return "closed"
+            parts = line.split()
+            return parts[1].decode() if len(parts) > 1 else "closed"
+        return "still open"
+    except OSError:
+        return "closed"
+    finally:
+        writer.close()
+
+
+async def _slow_clients(
+    url: str, payloads: list[Payload], n_slow: int, hold_s: float, rate_bps: float, top_k: int
+) -> dict[str, Any]:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", int(parts.port or 80)
+    slow = [asyncio.create_task(_slow_upload(host, port, "/v1/predict", hold_s, rate_bps)) for _ in range(n_slow)]
+    await asyncio.sleep(min(1.0, hold_s / 4))  # let every slow upload start
+    fast: Counter[str] = Counter()
+    latencies: list[float] = []
+    async with httpx.AsyncClient(timeout=httpx.Timeout(60.0)) as client:
+        i = 0
+        while not all(t.done() for t in slow) and i < 10_000:
+            name, data = payloads[i % len(payloads)]
+            i += 1
+            t0 = time.perf_counter()
+            try:
+                r = await client.post(
+                    f"{url}/v1/predict", params={"top_k": top_k}, files={"file": (name, data, "image/jpeg")}
+                )
+                fast[str(r.status_code)] += 1
+                if r.status_code == 200:
+                    latencies.append((time.perf_counter() - t0) * 1000.0)
+            except httpx.HTTPError as exc:
+                fast[f"error:{type(exc).__name__}"] += 1
+            await asyncio.sleep(0.2)
+    outcomes = Counter(await asyncio.gather(*slow))
+    return {
+        "slow_clients": n_slow,
+        "slow_rate_bytes_per_s": rate_bps,
+        "hold_s": hold_s,
+        "slow_outcomes": dict(sorted(outcomes.items())),
+        "fast_requests": sum(fast.values()),
+        "fast_status_counts": dict(sorted(fast.items())),
+        **{f"fast_{k}": v for k, v in _percentiles(latencies).items()},
+    }
+
+
+def run_slow_clients(
+    url: str, payloads: list[Payload], n_slow: int = 18, hold_s: float = 30.0, rate_bps: float = 1.0, top_k: int = 5
+) -> dict[str, Any]:
+    """Open ``n_slow`` uploads that trickle their body at ``rate_bps`` for up to ``hold_s`` seconds,
+    while one fast client sends normal requests one after another (0.2 s apart).
+
+    Returns:
+        ``slow_outcomes`` (status each slow upload got: ``"408"``, ``"closed"``, ``"still open"``, ...),
+        ``fast_status_counts`` and the fast client's latency percentiles (``fast_p50_ms``, ...).
+    """
+    if not payloads:
+        raise InputError("no photos to send", field="images")
+    return asyncio.run(_slow_clients(url.rstrip("/"), payloads, n_slow, hold_s, rate_bps, top_k))
+
+
 def run_load(
     url: str,
     payloads: list[Payload],
