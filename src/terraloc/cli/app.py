@@ -70,6 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     except TerralocError as exc:
         err_console.print(f"error: {exc}", markup=False)
         return exc.exit_code
+    except OSError as exc:  # disk full, read-only, no permission: one line, exit 2, no traceback
+        from terraloc.output_errors import is_write_failure, output_error
+
+        if not is_write_failure(exc):
+            raise
+        err_console.print(f"error: {output_error(exc, kept='files completed before were kept')}", markup=False)
+        return 2
     return rv if isinstance(rv, int) else 0
 
 

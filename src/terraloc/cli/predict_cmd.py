@@ -72,13 +72,14 @@ def _table(preds: list[Any]) -> None:
     for c in ("image", "rank", "lat", "lon", "probability", "place"):
         t.add_column(c, justify="right" if c in ("rank", "lat", "lon", "probability") else "left")
     for p in preds:
+        image = p.image.encode("utf-8", "backslashreplace").decode("utf-8")  # undecodable name bytes as \xNN
         if not p.ok:
-            t.add_row(p.image, "", "", "", "", f"[red]error: {p.error}[/red]")
+            t.add_row(image, "", "", "", "", f"[red]error: {p.error}[/red]")
             continue
         for c in p.candidates:
             place = ", ".join(x for x in (c.city, c.admin1, c.country) if x)
             t.add_row(
-                p.image if c.rank == 1 else "",
+                image if c.rank == 1 else "",
                 str(c.rank),
                 f"{c.lat:.5f}",
                 f"{c.lon:.5f}",
@@ -141,7 +142,7 @@ def predict_command(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from terraloc.pipeline import Geolocator, GeolocatorConfig
-    from terraloc.pipeline.outputs import StreamWriter, done_images, geojson, html_map, rewrite_without
+    from terraloc.pipeline.outputs import PredictionFile, geojson_text, html_map
     from terraloc.pipeline.types import ImagePrediction
 
     fmt = fmt.lower()
@@ -164,10 +165,9 @@ def predict_command(
             backbone = "clip-vit-large-patch14"
 
     images, input_errors = expand_inputs(paths)
-    done: set[str] = set()
-    if resume and output is not None and output.exists():
-        done = done_images(output, fmt)
-        rewrite_without(output, fmt, done)
+    # the one writer of csv/json output: whole records only; --resume keeps complete ones
+    sink = PredictionFile(output, fmt, top_k, resume) if fmt in ("csv", "json") else None
+    done = sink.done if sink is not None else set()
     todo = [p for p in images if p not in done]
 
     for _src, msg in input_errors:
@@ -192,14 +192,7 @@ def predict_command(
     results: list[ImagePrediction] = []
     stream = fmt in ("csv", "json")
     with contextlib.ExitStack() as stack:
-        writer = None
-        if stream:
-            if output is not None:
-                append = resume and output.exists() and output.stat().st_size > 0
-                fh = stack.enter_context(open(output, "a" if append else "w", encoding="utf-8", newline=""))
-                writer = StreamWriter(fh, fmt, write_header=not append)
-            else:
-                writer = StreamWriter(sys.stdout, fmt)
+        writer = stack.enter_context(sink) if sink is not None else None
         for src, msg in input_errors:
             r = ImagePrediction(src, [], msg, geo.model_info if geo else {})
             results.append(r)
@@ -231,13 +224,13 @@ def predict_command(
                 raise InputError("--format table prints to the terminal; use csv/json/geojson with --output")
             _table(results)
         else:
-            text = json.dumps(geojson(results), ensure_ascii=False)
+            text = geojson_text(results)
             if output is not None:
                 from terraloc.io import atomic_write_text
 
-                atomic_write_text(output, text + "\n")
+                atomic_write_text(output, text)
             else:
-                sys.stdout.write(text + "\n")
+                sys.stdout.write(text)
     if map_html is not None:
         from terraloc.io import atomic_write_text
 

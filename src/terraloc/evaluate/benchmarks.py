@@ -80,7 +80,7 @@ def load_ground_truth_csv(
             duplicate ids, or no rows; the message names the file, line and field.
     """
     path = Path(path)
-    df = read_csv(path)
+    df = read_csv(path, file_names=True)
     require_columns(df, [id_col, lat_col, lon_col], path)
     # Blank lines inside the file become rows of empty cells: drop them, keeping line numbers.
     cells = df[[id_col, lat_col, lon_col]].apply(lambda c: c.str.strip())

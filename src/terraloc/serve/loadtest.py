@@ -186,6 +186,89 @@ def run_slow_clients(
     return asyncio.run(_slow_clients(url.rstrip("/"), payloads, n_slow, hold_s, rate_bps, top_k))
 
 
+async def _raw_post(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
+) -> tuple[int, dict[str, str]]:
+    writer.write(request)
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
+    await reader.readexactly(int(headers.get("content-length", "0")))
+    return int(lines[0].split()[1]), headers
+
+
+async def _load_raw(url: str, payloads: list[Payload], clients: int, duration_s: float, top_k: int) -> dict[str, Any]:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", int(parts.port or 80)
+    requests = []
+    for name, data in payloads:
+        body = (
+            b"--rawb\r\n"
+            + f'Content-Disposition: form-data; name="file"; filename="{name}"\r\n'.encode()
+            + b"Content-Type: image/jpeg\r\n\r\n"
+            + data
+            + b"\r\n--rawb--\r\n"
+        )
+        head = (
+            f"POST /v1/predict?top_k={top_k} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            f"Content-Type: multipart/form-data; boundary=rawb\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        requests.append(head.encode() + body)
+    statuses: Counter[str] = Counter()
+    latencies: list[float] = []
+    t_start = time.perf_counter()
+    deadline = t_start + duration_s
+
+    async def worker(w: int) -> None:
+        reader, writer = await asyncio.open_connection(host, port)
+        i = w
+        try:
+            while time.perf_counter() < deadline:
+                t0 = time.perf_counter()
+                try:
+                    status, headers = await _raw_post(reader, writer, requests[i % len(requests)])
+                except (OSError, asyncio.IncompleteReadError) as exc:
+                    statuses[f"error:{type(exc).__name__}"] += 1
+                    writer.close()
+                    reader, writer = await asyncio.open_connection(host, port)
+                    continue
+                i += clients
+                statuses[str(status)] += 1
+                if status == 200:
+                    latencies.append((time.perf_counter() - t0) * 1000.0)
+                elif status == 503:
+                    await asyncio.sleep(min(5.0, float(headers.get("retry-after", "1"))))
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(worker(w) for w in range(clients)))
+    elapsed = time.perf_counter() - t_start
+    ok = statuses.get("200", 0)
+    return {
+        "clients": clients,
+        "duration_s": round(elapsed, 2),
+        "requests": sum(statuses.values()),
+        "ok": ok,
+        "status_counts": dict(sorted(statuses.items())),
+        "req_per_s": round(ok / elapsed, 2) if elapsed > 0 else None,
+        **_percentiles(latencies),
+    }
+
+
+def run_load_raw(
+    url: str, payloads: list[Payload], clients: int = 8, duration_s: float = 60.0, top_k: int = 5
+) -> dict[str, Any]:
+    """The same load as :func:`run_load` from an independent client: hand-written HTTP/1.1 over
+    asyncio streams (one keep-alive connection per client, no HTTP library), to cross-check
+    ``run_load``'s requests/s."""
+    if not payloads:
+        raise InputError("no photos to send", field="images")
+    return asyncio.run(_load_raw(url.rstrip("/"), payloads, clients, duration_s, top_k))
+
+
 def run_load(
     url: str,
     payloads: list[Payload],
@@ -313,6 +396,7 @@ def run_bench(
     images_dir: Path | None = None,
     top_k: int = 5,
     queue_size: int = 8,
+    cross_check: bool = True,
 ) -> dict[str, Any]:
     """Start a server process, measure direct vs served latency, then load it; return the figures.
 
@@ -329,7 +413,9 @@ def run_bench(
             label = "Geolocator(geoclip head, tiny random CLIP from make_tiny_clip)"
         else:
             label = predictor or f"Geolocator(geoclip head, backbone={backbone})"
-        return _bench(backbone, predictor, label, clients, duration_s, sequential, payloads, top_k, queue_size)
+        return _bench(
+            backbone, predictor, label, clients, duration_s, sequential, payloads, top_k, queue_size, cross_check
+        )
 
 
 def _bench(
@@ -342,6 +428,7 @@ def _bench(
     payloads: list[Payload],
     top_k: int,
     queue_size: int,
+    cross_check: bool = True,
 ) -> dict[str, Any]:
     from terraloc.serve.geolocator import geolocator_loader
     from terraloc.serve.predictor import import_factory
@@ -375,6 +462,7 @@ def _bench(
         rss_before = server_rss_mb(proc.pid)
         load_stats = run_load(url, payloads, clients, duration_s, top_k)
         rss_after = server_rss_mb(proc.pid)
+        raw_stats = run_load_raw(url, payloads, clients, duration_s, top_k) if cross_check else None
     diffs = np.asarray(served_ms) - np.asarray(direct_ms)
     return {
         "model": model,
@@ -390,6 +478,7 @@ def _bench(
         "rss_before_mb": rss_before,
         "rss_after_mb": rss_after,
         "rss_growth_pct": round(100.0 * (rss_after - rss_before) / rss_before, 1),
+        "cross_check": raw_stats,
     }
 
 
@@ -408,6 +497,16 @@ def bench_table(result: dict[str, Any]) -> Any:
             f"{ld['ok']} / {ld['deliberate_503']} / {ld['other_5xx']} / {ld['transport_errors']}",
         ),
         ("throughput", f"{ld['req_per_s']} req/s"),
+        *(
+            [
+                (
+                    "throughput, independent raw-HTTP client (same load, run after)",
+                    f"{result['cross_check']['req_per_s']} req/s (p50 {result['cross_check']['p50_ms']} ms)",
+                )
+            ]
+            if result.get("cross_check")
+            else []
+        ),
         ("latency p50 / p95 / p99 under load", f"{ld['p50_ms']} / {ld['p95_ms']} / {ld['p99_ms']} ms"),
         ("direct decode+predict p50 (in-process)", f"{result['direct_p50_ms']} ms"),
         ("served p50, one client at a time", f"{result['served_sequential_p50_ms']} ms"),
