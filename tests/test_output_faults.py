@@ -246,3 +246,18 @@ def test_nth_write_fails(
     r = cli("predict", *imgs, "--backbone", tiny_clip, "--format", "csv", "-o", out, "-k", K, "--resume")
     assert r.code == 0 and "2 already done" in r.err, r.err
     _assert_each_once(out, "csv", imgs)
+
+
+def test_skipped_folder_entries_are_reported_and_exit_2(
+    tmp_path: Path, cli, photos: list[Path], tiny_clip: Path
+) -> None:  # type: ignore[no-untyped-def]
+    d = tmp_path / "mixed"
+    d.mkdir()
+    shutil.copy(photos[0], d / "a.jpg")
+    (d / "b.avif").write_bytes(b"\x00\x00\x00\x1cftypavif" + b"\x00" * 64)
+    (d / "loop").symlink_to(d, target_is_directory=True)
+    out = tmp_path / "o.csv"
+    r = cli("predict", d, "--backbone", tiny_clip, "--format", "csv", "-o", out, "-k", K)
+    assert r.code == 2 and "Traceback" not in r.err
+    assert "b.avif" in r.err and "symlink loop" in r.err and "1 predicted, 2 failed" in r.err
+    assert [g for g in _csv_images(out) if g[1] == K] == [(str(d / "a.jpg"), K)]

@@ -24,10 +24,9 @@ def expand_inputs(paths: list[Path]) -> tuple[list[str], list[tuple[str, str]]]:
     """
     import pandas as pd
 
-    from terraloc.encoders.image.loading import find_images
-
     images: list[str] = []
     errors: list[tuple[str, str]] = []
+    notes: list[str] = []
     seen: set[str] = set()
 
     def add(p: str) -> None:
@@ -37,11 +36,21 @@ def expand_inputs(paths: list[Path]) -> tuple[list[str], list[tuple[str, str]]]:
 
     for p in paths:
         if p.is_dir():
-            try:
-                for f in find_images(p):
-                    add(str(f))
+            from terraloc.inputs import read_photo_inputs
+
+            try:  # the one folder reader: every file it does not use comes back with the reason
+                found = read_photo_inputs(p)
             except InputError as exc:
                 errors.append((str(p), str(exc)))
+                continue
+            for f in found.paths:
+                add(f)
+            # photos that cannot be used (AVIF, symlink loop, unreadable) fail; other files are noted
+            for item, reason in found.skipped:
+                if reason.startswith(("not an image", "hidden")):
+                    notes.append(f"{item}: {reason}")
+                else:
+                    errors.append((item, f"{item}: skipped: {reason}"))
         elif p.suffix.lower() == ".csv" and p.is_file():
             try:
                 df = pd.read_csv(p, dtype=str, keep_default_na=False)
@@ -62,6 +71,13 @@ def expand_inputs(paths: list[Path]) -> tuple[list[str], list[tuple[str, str]]]:
                     add(str(q if q.is_absolute() else p.parent / q))
         else:
             add(str(p))
+    if notes:
+        from terraloc.cli.app import err_console
+
+        more = f" and {len(notes) - 3} more" if len(notes) > 3 else ""
+        err_console.print(
+            f"note: skipped {len(notes)} file(s) that are not photos: {'; '.join(notes[:3])}{more}", markup=False
+        )
     return images, errors
 
 
