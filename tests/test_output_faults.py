@@ -261,3 +261,13 @@ def test_skipped_folder_entries_are_reported_and_exit_2(
     assert r.code == 2 and "Traceback" not in r.err
     assert "b.avif" in r.err and "symlink loop" in r.err and "1 predicted, 2 failed" in r.err
     assert [g for g in _csv_images(out) if g[1] == K] == [(str(d / "a.jpg"), K)]
+
+
+def test_eval_names_an_over_long_field_and_clips_it(tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    pred = tmp_path / "p.csv"
+    pred.write_text("image,lat,lon\na.jpg,1.0," + "2" * 200_000 + "x\n")
+    gt = tmp_path / "gt.csv"
+    gt.write_text("image,lat,lon\na.jpg,1.0,2.0\n")
+    r = cli("eval", "--predictions", pred, "--ground-truth", gt)
+    assert r.code == 2 and "line 2, field 'lon'" in r.err and "200001 characters" in r.err
+    assert len(r.err) < 400

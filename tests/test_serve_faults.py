@@ -165,6 +165,20 @@ def test_echoed_names_are_truncated(base: str) -> None:
     assert r.status_code == 200 and 0 < len(r.json()["image"]) <= 200
     r = httpx.post(base + "/v1/predict/batch", json={"images": [{"image": "!!", "name": "q" * 100_000}]}, timeout=30)
     assert len(r.text) < 5000
+    # other client text echoed in messages is cut too
+    r = httpx.post(base + "/v1/predict", files={"file": ("a.jpg", _jpeg())}, data={"top_k": "9" * 60_000}, timeout=30)
+    assert r.status_code == 422 and len(r.text) < 1000
+    body = (
+        b'--bb\r\nContent-Disposition: form-data; name="'
+        + b"f" * 50_000
+        + b'"\r\n\r\n'
+        + b"v" * 70_000
+        + b"\r\n--bb--\r\n"
+    )
+    r = httpx.post(
+        base + "/v1/predict", content=body, headers={"content-type": "multipart/form-data; boundary=bb"}, timeout=30
+    )
+    assert 400 <= r.status_code < 500 and len(r.text) < 1000
 
 
 class _PathPredictor(ColourPredictor):

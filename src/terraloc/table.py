@@ -86,6 +86,7 @@ def parse_float_column(df: pd.DataFrame, column: str, path: str | Path, *, allow
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         cell = raw.iloc[i]
-        what = "is empty" if cell == "" else f"'{cell}' is not a number"
+        shown = cell if len(cell) <= 40 else f"{cell[:37]}... ({len(cell)} characters)"
+        what = "is empty" if cell == "" else f"'{shown}' is not a number"
         raise InputError(what, path=path, row=int(df["_line"].iloc[i]), field=column)
     return ParsedFloats(values, blank)

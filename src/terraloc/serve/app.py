@@ -45,7 +45,7 @@ from terraloc.serve.public import public_paths
 from terraloc.serve.queue import InferenceQueue, QueueFull
 from terraloc.serve.settings import ServeSettings
 from terraloc.serve.sniff import UnprocessableImage, UnsupportedMedia, inspect_image
-from terraloc.serve.uploads import BadRequest, FileTooLarge, Upload, read_uploads
+from terraloc.serve.uploads import BadRequest, FileTooLarge, Upload, clip, read_uploads
 
 log = logging.getLogger("terraloc.serve")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -298,7 +298,7 @@ def create_app(settings: ServeSettings, loader: Callable[[], Predictor] | Predic
         try:
             k = int(raw)
         except (TypeError, ValueError):
-            raise BadRequest(f"top_k must be an integer, got {raw!r}") from None
+            raise BadRequest(f"top_k must be an integer, got {clip(repr(raw))}") from None
         if not 1 <= k <= settings.max_top_k:
             raise BadRequest(f"top_k must be between 1 and {settings.max_top_k}, got {k}")
         return k

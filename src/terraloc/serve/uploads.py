@@ -63,6 +63,11 @@ class ParsedBody:
     fields: dict[str, str] = field(default_factory=dict)
 
 
+def clip(text: str, limit: int = 80) -> str:
+    """``text`` cut to ``limit`` characters (with an ellipsis), for echoing client input in messages."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def safe_label(name: str | None, default: str) -> str:
     """A printable label from a client-supplied file name: base name only, no path, <= 200 chars."""
     if not name:
@@ -106,7 +111,7 @@ async def read_multipart(request: Request, boundary: bytes, max_file_bytes: int)
             name = opts.get(b"filename", opts.get(b"name", b"field")).decode("utf-8", "replace")
             if is_file:
                 raise FileTooLarge(safe_label(name, "upload"), state["size"], limit)
-            raise BadRequest(f"form field '{name}' is longer than {limit} bytes")
+            raise BadRequest(f"form field '{clip(name)}' is longer than {limit} bytes")
         state["chunks"].append(data[start:end])
 
     def on_part_end() -> None:
@@ -226,7 +231,7 @@ async def read_uploads(request: Request, max_file_bytes: int, batch: bool, max_j
         return body
     if ctype in (b"application/json", b"text/json"):
         return await read_json(request, max_file_bytes, batch, max_json_depth)
-    shown = ctype.decode("latin-1") or "none"
+    shown = clip(ctype.decode("latin-1")) or "none"
     raise UnsupportedContentType(
         f"unsupported Content-Type '{shown}'; send multipart/form-data with a 'file' field, "
         "or application/json with base64 in 'image'"
