@@ -213,6 +213,16 @@ def test_read_only_outputs(tmp_path: Path, cli, photos: list[Path], tiny_clip: P
         r = cli("eval", "--predictions", out, "--ground-truth", gt, "--out", disk / "report")
         assert r.code == 2
         _one_error_line(r.err, "EROFS")
+        coords = tmp_path / "c.csv"
+        coords.write_text("lat,lon\n1,2\n3,4\n")
+        r = cli("gallery", "build", "--coords", coords, "--out", disk / "gallery")
+        assert r.code == 2
+        _one_error_line(r.err, "EROFS")
+        refs = tmp_path / "refs.csv"
+        refs.write_text("path,lat,lon\n" + "".join(f"{p},1.0,2.0\n" for p in imgs[:2]))
+        r = cli("db", "build", "--images", refs, "--backbone", tiny_clip, "--out", disk / "db")
+        assert r.code == 2
+        _one_error_line(r.err, "EROFS")
         subprocess.run(["mount", "-o", "remount,rw", str(disk)], check=True)
         r = cli("predict", *imgs, "--backbone", tiny_clip, "--format", "csv", "-o", out, "-k", K, "--resume")
         assert r.code == 0 and "2 already done" in r.err, r.err
