@@ -141,6 +141,9 @@ def test_cli_bench_serve_short(cli: Any, monkeypatch: pytest.MonkeyPatch) -> Non
     assert out["load"]["ok"] > 0 and out["load"]["other_5xx"] == 0 and out["load"]["transport_errors"] == 0
     assert out["rss_before_mb"] > 0 and out["rss_after_mb"] > 0
     assert out["served_sequential_p50_ms"] > 0 and out["direct_p50_ms"] > 0
+    # the independent raw-HTTP client took turns with httpx on the same server: same answers
+    raw = out["cross_check"]
+    assert raw["ok"] > 0 and set(raw["status_counts"]) == {"200"} and raw["slices"] == out["load"]["slices"] == 4
 
 
 # ---------------------------------------------------------------------------- browser
