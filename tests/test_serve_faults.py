@@ -43,7 +43,8 @@ def _request(path: str, ctype: str, body: bytes) -> bytes:
     return head.encode() + body
 
 
-SLOW = ServeSettings(min_upload_rate=1000, upload_grace_s=1.0, body_idle_timeout_s=3.0, max_uploads=32)
+# grace long enough that all 18 slow uploads are open together even on a loaded machine
+SLOW = ServeSettings(min_upload_rate=1000, upload_grace_s=6.0, body_idle_timeout_s=8.0, max_uploads=32)
 
 
 @pytest.fixture(scope="module")
