@@ -451,6 +451,13 @@ def run_bench(
     temporary folder (``make_tiny_clip``): the service's own costs dominate, as intended.
     """
     payloads = photos_from(images_dir) if images_dir else default_photos()
+    # Two torch processes (this one's direct predictor, the server) share the CPU. OpenMP's default
+    # spin-wait keeps a process's threads busy for a while after each call, which starves the other
+    # process's next call: on 2 cores the in-process p50 measured 4-8x the served one. The server
+    # inherits passive waiting from here; this process only gets it from the environment it was
+    # started with (OpenMP reads it once, when first loaded), hence the hint in the table.
+    omp_at_start = os.environ.get("OMP_WAIT_POLICY")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     with contextlib.ExitStack() as stack:
         if predictor is None and backbone is None:
             from terraloc.encoders.image import make_tiny_clip
@@ -461,7 +468,17 @@ def run_bench(
         else:
             label = predictor or f"Geolocator(geoclip head, backbone={backbone})"
         return _bench(
-            backbone, predictor, label, clients, duration_s, sequential, payloads, top_k, queue_size, cross_check
+            backbone,
+            predictor,
+            label,
+            clients,
+            duration_s,
+            sequential,
+            payloads,
+            top_k,
+            queue_size,
+            cross_check,
+            omp_at_start,
         )
 
 
@@ -476,6 +493,7 @@ def _bench(
     top_k: int,
     queue_size: int,
     cross_check: bool = True,
+    omp_wait_policy: str | None = None,
 ) -> dict[str, Any]:
     from terraloc.serve.geolocator import geolocator_loader
     from terraloc.serve.predictor import import_factory
@@ -520,6 +538,7 @@ def _bench(
         "photos": len(payloads),
         "cpu_count": os.cpu_count(),
         "load_average_1m": round(os.getloadavg()[0], 2),
+        "omp_wait_policy": omp_wait_policy,
         "pairs": sequential,
         "direct_p50_ms": round(float(np.median(direct_ms)), 2),
         "served_sequential_p50_ms": round(float(np.median(served_ms)), 2),
@@ -566,6 +585,11 @@ def bench_table(result: dict[str, Any]) -> Any:
             "{} ms ({} .. {})".format(result["overhead_per_request_ms"], *result["overhead_iqr_ms"]),
         ),
         ("machine load average (1 min) at the end", str(result["load_average_1m"])),
+        *(
+            [("note", "start with OMP_WAIT_POLICY=PASSIVE for a fair direct-vs-served overhead on few cores")]
+            if result.get("omp_wait_policy") is None
+            else []
+        ),
         (
             "server RSS before -> after load",
             f"{result['rss_before_mb']} -> {result['rss_after_mb']} MiB ({result['rss_growth_pct']:+.1f}%)",
