@@ -109,10 +109,10 @@ def test_db_build_ivf_and_predict_merge(shared: Path, photos: Path, tmp_path: Pa
     manifest = photos
     flat, ivf = tmp_path / "flat", tmp_path / "ivf"
     r = cli("db", "build", "--photos", manifest, "--backbone", tiny, "--out", flat, "--no-progress")
-    assert r.code == 0, r.err
+    assert r.code == 2 and "2 input(s) skipped" in r.err, r.err  # the two broken files; still built
     r = cli("db", "build", "--photos", manifest, "--backbone", tiny, "--out", ivf, "--index", "IVF4,Flat@nprobe=4",
             "--part-size", "20", "--json")  # fmt: skip
-    assert r.code == 0, r.err
+    assert r.code == 2, r.err
     assert json.loads(r.out.strip().splitlines()[-1])["n"] == 30
     skipped = (ivf / "skipped.csv").read_text()
     assert "empty.jpg" in skipped and "text.jpg" in skipped

@@ -102,6 +102,9 @@ def db_build(
             f"built {out}: {res['n']} reference photos, {len(skipped)} skipped, backbone {backbone}, "
             f"index {res['index']} ({res['seconds']:.1f} s)"
         )
+    if skipped:  # like predict: any skipped input -> exit 2 (the database is still written)
+        err_console.print(f"{len(skipped)} input(s) skipped (listed above and in {out / 'skipped.csv'})", markup=False)
+        raise typer.Exit(2)
 
 
 @db_app.command("info")
