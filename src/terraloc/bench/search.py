@@ -154,10 +154,9 @@ def bench_gallery(size: int, encoder: Any, log: Log) -> tuple[NDArray[np.float64
         # A seeded random subset of GeoCLIP's gallery, embedded directly (tests need no 100K build).
         import torch
 
-        from terraloc.encoders.geoclip_assets import geoclip_asset
-        from terraloc.search.gallery import read_coords_file
+        from terraloc.search.gallery import geoclip_gallery_coords
 
-        all_coords = read_coords_file(geoclip_asset("gps_gallery"))
+        all_coords = geoclip_gallery_coords()
         rows = np.sort(np.random.default_rng(size).choice(len(all_coords), size, replace=False))
         emb = encoder.encode(torch.from_numpy(all_coords[rows].astype(np.float32))).numpy()
         return all_coords[rows], emb, f"random {size:,} of GeoCLIP's 100K gallery"
@@ -296,6 +295,8 @@ def render_table(runs: list[dict[str, Any]]) -> Any:
     """A Rich table of benchmark runs, with each run's accuracy change against flat search."""
     from rich.table import Table
 
+    from terraloc.evaluate.thresholds import THRESHOLD_KEYS
+
     flat = {(r["gallery_size"], r["noise"]): r for r in runs if r["backend"] == "flat"}
     table = Table(title="Gallery search (Im2GPS3k locations as queries, top-1)")
     for col in ("gallery", "backend", "noise", "cmp/query", "fewer", "ms/q batched", "ms/q single", "build s", "MB"):
@@ -303,7 +304,7 @@ def render_table(runs: list[dict[str, Any]]) -> Any:
             table.add_column(col, justify="left", overflow="fold", min_width=24)
         else:
             table.add_column(col, justify="right")
-    for t in ("1", "25", "200", "750", "2500"):
+    for t in THRESHOLD_KEYS:
         table.add_column(f"{t} km", justify="right")
     table.add_column("worst Δ vs flat", justify="right")
     for r in runs:
@@ -320,7 +321,7 @@ def render_table(runs: list[dict[str, Any]]) -> Any:
             f"{r['ms_per_query_single']:.3f}",
             f"{r['build_s']:.1f}",
             f"{r['memory_mb']:.0f}",
-            *[f"{r['accuracy'][t]:.1f}" for t in ("1", "25", "200", "750", "2500")],
+            *[f"{r['accuracy'][t]:.1f}" for t in THRESHOLD_KEYS],
             "–" if delta is None else f"{delta:+.1f}",
         )
     return table

@@ -53,6 +53,7 @@ def rag_eval(
     """Score first-candidate, consensus and LLM reasoning on a candidates file (terraloc eval metrics)."""
     from rich.progress import Progress
 
+    from terraloc.evaluate.thresholds import THRESHOLD_KEYS
     from terraloc.io import atomic_write_text
     from terraloc.rag.candidates_file import read_candidates_file
     from terraloc.rag.evaluation import evaluate_run, llm_failure_counts, run_rag_eval, selection_rows
@@ -116,7 +117,7 @@ def rag_eval(
         return
     table = Table(title=f"terraloc rag eval on {candidates.name} (n = {len(cf.sets)}, default = {run.default_method})")
     table.add_column("method")
-    for t in ("1", "25", "200", "750", "2500"):
+    for t in THRESHOLD_KEYS:
         table.add_column(f"{t} km", justify="right")
     table.add_column("median km", justify="right")
     table.add_column("GeoScore", justify="right")
@@ -126,7 +127,7 @@ def rag_eval(
         med = "–" if m["median_km"] is None else f"{m['median_km']:.1f}"
         table.add_row(
             name,
-            *[f"{acc[t]:.1f}" for t in ("1", "25", "200", "750", "2500")],
+            *[f"{acc[t]:.1f}" for t in THRESHOLD_KEYS],
             med,
             f"{m['geoscore']:.1f}",
             f"{result['seconds_per_image'][name]:.4g}",

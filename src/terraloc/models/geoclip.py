@@ -11,6 +11,8 @@ reference ``GeoCLIP.predict`` (float32 throughout, same operation order).
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,81 @@ from numpy.typing import NDArray
 from torch import Tensor, nn
 
 from terraloc.errors import InputError
+
+#: ``format`` of the checkpoints ``terraloc train geoclip`` writes (``best.pt`` / ``last.pt``).
+CHECKPOINT_FORMAT = "terraloc-geoclip-train-v1"
+
+
+def geoclip_image_mlp(in_dim: int = 768) -> nn.Sequential:
+    """GeoCLIP's image MLP ``in_dim → 768 → ReLU → 512``, the one definition used for training and prediction.
+
+    Its state-dict keys (``0.weight``, ``0.bias``, ``2.weight``, ``2.bias``) are those of the
+    pretrained ``image_encoder_mlp_weights.pth`` in the ``geoclip`` wheel.
+    """
+    return nn.Sequential(nn.Linear(in_dim, 768), nn.ReLU(), nn.Linear(768, 512))
+
+
+def load_pretrained_image_mlp(mlp: nn.Module) -> str:
+    """Load GeoCLIP's published image-MLP weights into ``mlp`` (768-d input); returns their file hash."""
+    from terraloc.encoders.geoclip_assets import file_sha256, geoclip_asset
+
+    path = geoclip_asset("image_mlp")
+    mlp.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return file_sha256(path)
+
+
+def pretrained_logit_scale() -> Tensor:
+    """GeoCLIP's published logit scale (a scalar; ``exp`` of it multiplies the cosines)."""
+    from terraloc.encoders.geoclip_assets import geoclip_asset
+
+    scale = torch.load(geoclip_asset("logit_scale"), map_location="cpu", weights_only=True)
+    return torch.as_tensor(scale, dtype=torch.float32).reshape([])
+
+
+class GeoClipModel(nn.Module):
+    """GeoCLIP's trainable parts: image MLP (:func:`geoclip_image_mlp`), location encoder, logit scale.
+
+    State-dict keys: ``mlp.*`` (as :class:`GeoCLIPHead`'s), ``location.*``, ``logit_scale``.
+
+    Args:
+        input_dim: backbone embedding width ``D_in``.
+        pretrained: start from GeoCLIP's published weights (needs ``input_dim == 768``).
+    """
+
+    def __init__(self, input_dim: int = 768, pretrained: bool = False) -> None:
+        super().__init__()
+        from terraloc.encoders.location import LocationEncoder
+
+        self.input_dim = input_dim
+        self.mlp = geoclip_image_mlp(input_dim)
+        self.location = LocationEncoder()
+        self.logit_scale = nn.Parameter(torch.tensor(float(np.log(1 / 0.07))))
+        if pretrained:
+            self.load_pretrained()
+
+    def load_pretrained(self) -> None:
+        """Initialise from GeoCLIP's published weights (image MLP needs ``input_dim == 768``)."""
+        from terraloc.encoders.location import load_location_encoder
+
+        if self.input_dim != 768:
+            raise InputError(f"GeoCLIP's pretrained image MLP takes 768-d inputs, shards have {self.input_dim}")
+        load_pretrained_image_mlp(self.mlp)
+        self.location.load_state_dict(load_location_encoder("geoclip").state_dict())
+        with torch.no_grad():
+            self.logit_scale.copy_(pretrained_logit_scale())
+
+    def image_features(self, x: Tensor) -> Tensor:
+        """``(N, D_in)`` → ``(N, 512)`` L2-normalised image features."""
+        return nn.functional.normalize(self.mlp(x), dim=-1)
+
+    def gps_features(self, latlon: Tensor) -> Tensor:
+        """``(N, 2)`` degrees → ``(N, 512)`` L2-normalised location features."""
+        return nn.functional.normalize(self.location(latlon), dim=-1)
+
+
+def upgrade_state_dict(state: dict[str, Any]) -> dict[str, Any]:
+    """Rename the ``image_mlp.*`` keys of checkpoints written before :class:`GeoClipModel` used ``mlp.*``."""
+    return {("mlp." + k[len("image_mlp.") :] if k.startswith("image_mlp.") else k): v for k, v in state.items()}
 
 
 @dataclass(frozen=True)
@@ -36,16 +113,6 @@ class TopK:
     coords: NDArray[np.float64]
     scores: NDArray[np.float64]
     indices: NDArray[np.int64]
-
-
-def load_geoclip_gallery_coords() -> NDArray[np.float32]:
-    """GeoCLIP's 100K GPS gallery as ``(100000, 2)`` float32 ``(lat, lon)`` degrees."""
-    import pandas as pd
-
-    from terraloc.encoders.geoclip_assets import geoclip_asset
-
-    df = pd.read_csv(geoclip_asset("gps_gallery"))
-    return df[["LAT", "LON"]].to_numpy(dtype=np.float32)
 
 
 def geoclip_gallery_embeddings(encoder: Any = None) -> tuple[NDArray[np.float32], NDArray[np.float32], dict]:
@@ -79,11 +146,15 @@ class GeoCLIPHead(nn.Module):
 
     def __init__(self, coords: NDArray[np.float32], gallery: NDArray[np.float32], in_dim: int = 768) -> None:
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(in_dim, 768), nn.ReLU(), nn.Linear(768, 512))
+        self.mlp = geoclip_image_mlp(in_dim)
         self.logit_scale = nn.Parameter(torch.ones([]) * float(np.log(1 / 0.07)), requires_grad=False)
         self.register_buffer("coords", torch.from_numpy(np.ascontiguousarray(coords, dtype=np.float32)))
         self.register_buffer("gallery", torch.from_numpy(np.ascontiguousarray(gallery, dtype=np.float32)))
         self.weights_hash = ""
+        #: the trained checkpoint this head was loaded from (``None``: GeoCLIP's published weights)
+        self.checkpoint: Path | None = None
+        #: ``{"id", "hash", "dim"}`` of the backbone the checkpoint was trained on (``None``: unrecorded)
+        self.backbone: dict[str, Any] | None = None
 
     @classmethod
     def pretrained(cls) -> GeoCLIPHead:
@@ -98,6 +169,56 @@ class GeoCLIPHead(nn.Module):
         head.logit_scale = nn.Parameter(torch.as_tensor(scale, dtype=torch.float32).reshape([]), requires_grad=False)
         head.weights_hash = file_sha256(mlp_path)
         return head.eval()
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, *, progress: Callable[[int, int], None] | None = None) -> GeoCLIPHead:
+        """The head trained by ``terraloc train geoclip`` (``best.pt`` / ``last.pt``), on GeoCLIP's 100K gallery.
+
+        The gallery is embedded with the checkpoint's own location encoder: when that equals
+        GeoCLIP's published one (``--pretrained --freeze-location``) the cached default gallery
+        is reused, otherwise it is embedded once (about a minute on two cores; ``progress(done,
+        total)``) and cached under ``TERRALOC_HOME/galleries/`` by the encoder's weight hash.
+
+        Raises:
+            MissingResourceError: no such file.
+            InputError: not a GeoCLIP training checkpoint, or its weights do not fit.
+        """
+        from terraloc.encoders.geoclip_assets import file_sha256
+        from terraloc.io import read_checkpoint
+        from terraloc.models.provenance import backbone_record
+        from terraloc.search.gallery import default_gallery
+
+        payload = read_checkpoint(
+            path, CHECKPOINT_FORMAT, "GeoCLIP checkpoint", "train one with `terraloc train geoclip`"
+        )
+        try:
+            in_dim = int(json.loads(payload["identity"])["input_dim"])
+            model = GeoClipModel(in_dim)
+            model.load_state_dict(upgrade_state_dict(payload["model"]), strict=True)
+        except (KeyError, ValueError, RuntimeError) as exc:
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise InputError(f"weights do not match a GeoCLIP model ({msg})", path=path) from None
+        model = model.float().eval()
+        encoder = _gallery_encoder(model.location)
+        gal = default_gallery(encoder, dtype="float32", progress=progress)
+        head = cls(np.asarray(gal.coords, dtype=np.float32), np.array(gal.embeddings, dtype=np.float32), in_dim)
+        head.mlp.load_state_dict(model.mlp.state_dict())
+        head.logit_scale = nn.Parameter(model.logit_scale.detach().clone().reshape([]), requires_grad=False)
+        head.weights_hash = file_sha256(path)
+        head.checkpoint = Path(path)
+        head.backbone = backbone_record(payload.get("backbone"))
+        return head.eval()
+
+    def check_backbone(self, desc: dict[str, Any]) -> None:
+        """Refuse a backbone (its ``describe()``) other than the one this head was trained on.
+
+        GeoCLIP's published head takes any 768-d CLIP ViT-L/14-family backbone (the width is
+        checked by :class:`GeoCLIP`); a trained checkpoint takes only its own backbone.
+        """
+        from terraloc.models.provenance import check_backbone
+
+        if self.checkpoint is not None:
+            check_backbone(self.backbone, desc, self.checkpoint, "GeoCLIP checkpoint")
 
     def image_features(self, backbone_features: Tensor) -> Tensor:
         """``(N, in_dim)`` backbone features → ``(N, 512)`` GeoCLIP image features (unnormalised)."""
@@ -125,6 +246,8 @@ class GeoCLIP(nn.Module):
 
     def __init__(self, backbone: Any, head: GeoCLIPHead) -> None:
         super().__init__()
+        if hasattr(backbone, "describe"):
+            head.check_backbone(backbone.describe())
         if backbone.dim != head.mlp[0].in_features:
             raise InputError(
                 f"backbone '{backbone.model_id}' gives {backbone.dim}-d features but the GeoCLIP head "
@@ -152,6 +275,26 @@ class GeoCLIP(nn.Module):
     def image_features(self, pixels: Tensor) -> Tensor:
         """``(N, 3, H, W)`` → ``(N, 512)`` GeoCLIP image features (before normalisation)."""
         return self.head.image_features(self.backbone.features(pixels))
+
+
+def _gallery_encoder(location: nn.Module) -> Any:
+    """The location encoder to embed a gallery with: GeoCLIP's published one when ``location`` equals it
+    (so its cached gallery is reused), else ``location`` with an id and a hash of its weights."""
+    import hashlib
+
+    from terraloc.encoders.location import load_location_encoder
+
+    published = load_location_encoder("geoclip")
+    mine, theirs = location.state_dict(), published.state_dict()
+    if mine.keys() == theirs.keys() and all(torch.equal(mine[k].float(), theirs[k].float()) for k in mine):
+        return published
+    h = hashlib.sha256()
+    for k in sorted(mine):
+        h.update(k.encode())
+        h.update(mine[k].detach().float().contiguous().numpy().tobytes())
+    location.encoder_id = "geoclip-location-trained"  # type: ignore[assignment]
+    location.weights_hash = h.hexdigest()[:16]  # type: ignore[assignment]
+    return location.eval()
 
 
 def load_geoclip(backbone: str | Path = "clip-vit-large-patch14") -> GeoCLIP:

@@ -242,6 +242,17 @@ def read_coords_file(path: str | Path) -> NDArray[np.float64]:
     return validate_latlon(np.stack([lat, lon], axis=1), source=str(path), rows=df["_line"].to_numpy())
 
 
+def geoclip_gallery_coords() -> NDArray[np.float64]:
+    """GeoCLIP's 100K MP-16 GPS gallery: ``(100000, 2)`` float64 ``(lat, lon)`` degrees.
+
+    The one reader of ``coordinates_100K.csv`` from the ``geoclip`` wheel (galleries, the search
+    benchmark, geocell partitions and the synthetic training world all use it).
+    """
+    from terraloc.encoders.geoclip_assets import geoclip_asset
+
+    return read_coords_file(geoclip_asset("gps_gallery"))
+
+
 def coords_fingerprint(coords: NDArray[np.float64]) -> str:
     """SHA-256 prefix of the float64 coordinate bytes (identifies a gallery's points)."""
     return hashlib.sha256(np.ascontiguousarray(coords, dtype=np.float64).tobytes()).hexdigest()[:16]
@@ -425,8 +436,6 @@ def default_gallery(
     Built once (about a minute on two cores) and cached under ``home_dir()/galleries/``; later
     calls only memory-map it.
     """
-    from terraloc.encoders.geoclip_assets import geoclip_asset
-
     if encoder is None:
         from terraloc.encoders import load_location_encoder
 
@@ -434,7 +443,7 @@ def default_gallery(
     out = galleries_dir() / f"geoclip-100k-{encoder.encoder_id}-{encoder.weights_hash}-{dtype}"
     if (out / MANIFEST).exists():
         return Gallery.load(out, encoder)
-    coords = read_coords_file(geoclip_asset("gps_gallery"))
+    coords = geoclip_gallery_coords()
     return build_gallery(
         coords,
         encoder,

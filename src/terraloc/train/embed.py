@@ -68,9 +68,11 @@ def embed_photos(
     rows = list(_rows(photos, id_col))
     if not rows:
         raise InputError("no photo rows", path=photos)
+    desc = model.describe()
     meta = {
-        "embedding_model": getattr(model, "model_id", backbone),
-        "weights_hash": getattr(model, "weights_hash", ""),
+        "backbone": desc,  # copied into every checkpoint trained on these shards
+        "embedding_model": desc["id"],
+        "weights_hash": desc["hash"],
         "synthetic": False,
     }
     writer: ShardWriter | None = None
