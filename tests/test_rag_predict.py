@@ -77,7 +77,7 @@ def test_predict_with_rag_reasoner(shared: Path, cli, local_db: Path, tiny_clip:
     known = {(round(a, 4), round(b, 4)) for a, b in ref.coords}
     for row in rows:
         assert row["error"] is None
-        assert row["model"]["reasoner"] == {"name": "rag", "llm": None, "neighbour_counts": [5, 10], "n_far": 5}
+        assert row["model"]["reasoner"] == {"name": "rag", "llm": None, "neighbour_counts": [5, 10, 15], "n_far": 5}
         cands = row["candidates"]
         assert 1 <= len(cands) <= 3
         probs = [c["probability"] for c in cands]

@@ -43,7 +43,6 @@ GALLERY_VERSION = 1
 MANIFEST = "manifest.json"
 COORDS_FILE = "coords.npy"
 EMBEDDINGS_FILE = "embeddings.npy"
-INDEX_DIR = "indexes"
 DTYPES = ("float16", "float32")
 #: rows whose norm is checked on load (catches foreign files of the right shape)
 _NORM_CHECK_ROWS = 1024
@@ -119,21 +118,12 @@ class Gallery:
         ``flat`` is built in memory (nothing to save); ``hierarchical`` and FAISS indexes are built
         once and saved under ``<gallery>/indexes/`` (atomically) when ``cache`` is true.
         """
-        from terraloc.search.index import index_cache_name, load_index, make_index
+        from terraloc.search.index import cached_index
 
         key = json.dumps([spec, sorted(options.items())], default=str)
-        if key in self._indexes:
-            return self._indexes[key]
-        idx: SearchIndex | None = None
-        file = self.path / INDEX_DIR / index_cache_name(spec, **options)
-        if cache and spec != "flat" and file.exists():
-            idx = load_index(file, self.embeddings, expected_count=len(self), **options)
-        if idx is None:
-            idx = make_index(spec, self.embeddings, **options)
-            if cache and spec != "flat":
-                idx.save(file)
-        self._indexes[key] = idx
-        return idx
+        if key not in self._indexes:
+            self._indexes[key] = cached_index(self.path, self.embeddings, spec, cache=cache, **options)
+        return self._indexes[key]
 
 
 def _partial(path: Path) -> Path:

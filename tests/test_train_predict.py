@@ -1,0 +1,124 @@
+"""Train -> predict for the trainable heads, and the backbone record that ties a checkpoint to its backbone.
+
+Real photos -> `terraloc embed` (tiny CLIP) -> `terraloc train geoclip|geosurge` -> the prediction heads.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from terraloc.errors import InputError
+
+
+def _embed(cli, shared: Path, tmp: Path, backbone: Path, n: int = 24) -> Path:  # type: ignore[no-untyped-def]
+    src = shared / "data" / "photos" / "osv5m"
+    lines = (src / "osv5m_photos.csv").read_text().splitlines()
+    rows = [line.split(",") for line in lines[1 : n + 1]]
+    csv = tmp / "photos.csv"
+    csv.write_text("path,lat,lon\n" + "".join(f"{src / r[0]},{r[2]},{r[3]}\n" for r in rows))
+    r = cli("embed", "--photos", csv, "--out", tmp / "shards", "--backbone", backbone, "--batch-size", "8")
+    assert r.code == 0, r.err
+    return tmp / "shards"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from terraloc.encoders.image import make_tiny_clip
+
+    return make_tiny_clip(tmp_path_factory.mktemp("clip") / "tiny", seed=0)
+
+
+@pytest.mark.slow
+def test_train_geoclip_output_loads_in_the_geoclip_head(shared: Path, tmp_path: Path, cli, tiny: Path) -> None:  # type: ignore[no-untyped-def]
+    from terraloc.encoders.image import load_backbone, load_image
+    from terraloc.models.geoclip import GeoCLIP, GeoCLIPHead
+    from terraloc.train.shards import ShardSet
+
+    shards = _embed(cli, shared, tmp_path, tiny)
+    bb = load_backbone(tiny)
+    assert ShardSet(shards).backbone == bb.describe()
+    r = cli(
+        "train", "geoclip", "--train", shards, "--out", tmp_path / "run", "--pretrained", "--freeze-location",
+        "--batch-size", "8", "--epochs", "2", "--lr", "1e-2", "--queue-size", "16", "--no-progress",
+        "--no-tensorboard",
+    )  # fmt: skip
+    assert r.code == 0, r.err
+    ckpt = tmp_path / "run" / "last.pt"
+    payload = torch.load(ckpt, map_location="cpu", weights_only=True)
+    assert json.loads(payload["backbone"]) == bb.describe()
+    assert any(k.startswith("mlp.") for k in payload["model"]) and not any(
+        k.startswith("image_") for k in payload["model"]
+    )
+
+    head = GeoCLIPHead.from_checkpoint(ckpt)
+    # the trained MLP and logit scale, not the published ones (training moved them)
+    for k, v in head.mlp.state_dict().items():
+        torch.testing.assert_close(v, payload["model"][f"mlp.{k}"].float())
+    published = GeoCLIPHead.pretrained()
+    assert not torch.equal(head.mlp[0].weight, published.mlp[0].weight)
+    # frozen published location encoder: the cached 100K gallery is reused as is
+    torch.testing.assert_close(head.gallery, published.gallery)
+    assert head.backbone == bb.describe() and head.checkpoint == ckpt
+
+    photo = shared / "data" / "photos" / "osv5m" / "1105240373293389.jpg"
+    model = GeoCLIP(bb, head).eval()
+    pixels = bb.preprocess.batch([load_image(photo)])
+    top = model.predict_pixels(pixels, top_k=3)
+    # the same as the checkpoint's weights computed by hand: softmax over the gallery of scaled cosines
+    with torch.no_grad():
+        f = torch.nn.functional.normalize(head.mlp(bb.features(pixels)), dim=1)
+        probs = (head.logit_scale.exp() * f @ head.gallery.T).softmax(-1)
+    want = torch.topk(probs, 3, dim=1)
+    np.testing.assert_allclose(top.scores, want.values.double().numpy(), rtol=1e-5)
+    np.testing.assert_array_equal(top.indices, want.indices.numpy())
+
+    # another backbone of the same width is refused, naming the checkpoint
+    from terraloc.encoders.image import make_tiny_clip
+
+    other = load_backbone(make_tiny_clip(tmp_path / "other", seed=1))
+    with pytest.raises(InputError, match=r"last\.pt.*expects 768-d embeddings of backbone"):
+        GeoCLIP(other, head)
+
+
+@pytest.mark.slow
+def test_geosurge_checkpoint_refuses_another_backbone(shared: Path, tmp_path: Path, cli, tiny: Path) -> None:  # type: ignore[no-untyped-def]
+    from terraloc.encoders.image import load_backbone, make_tiny_clip
+    from terraloc.models.geosurge import GeoSurgeHead, load_checkpoint, save_checkpoint
+    from terraloc.models.provenance import UnrecordedBackboneWarning
+
+    shards = _embed(cli, shared, tmp_path, tiny)
+    r = cli(
+        "train", "geosurge", "--train", shards, "--out", tmp_path / "run", "--tau-max", "40,10", "--tau-min", "1",
+        "--batch-size", "8", "--epochs", "1", "--no-progress", "--no-tensorboard",
+    )  # fmt: skip
+    assert r.code == 0, r.err
+    ckpt = tmp_path / "run" / "last.pt"
+    head = GeoSurgeHead.from_checkpoint(ckpt)
+    bb = load_backbone(tiny)
+    assert head.backbone == bb.describe()
+    head.check_backbone(bb.describe())  # its own backbone: accepted
+
+    other = load_backbone(make_tiny_clip(tmp_path / "other", seed=1))  # same width, other weights
+    assert other.dim == bb.dim and other.weights_hash != bb.weights_hash
+    with pytest.raises(InputError, match=r"last\.pt.*GeoSURGE checkpoint expects 768-d embeddings") as exc:
+        head.check_backbone(other.describe())
+    assert "\n" not in str(exc.value) and str(tiny.resolve()) in str(exc.value)
+    with pytest.raises(InputError, match="1280-d"):
+        head.check_backbone({"id": "efficientnet-lite0", "hash": "abc", "dim": 1280})
+
+    # a checkpoint from before the record: accepted with a warning (the width is still checked)
+    model, partition, _ = load_checkpoint(ckpt)
+    save_checkpoint(tmp_path / "old.pt", model, partition)
+    old = GeoSurgeHead.from_checkpoint(tmp_path / "old.pt")
+    assert old.backbone is None
+    with pytest.warns(UnrecordedBackboneWarning, match="old.pt"):
+        old.check_backbone(other.describe())
+    with warnings.catch_warnings(), pytest.raises(InputError, match="expects 768-d"):
+        warnings.simplefilter("ignore")
+        old.check_backbone({"id": "efficientnet-lite0", "hash": "abc", "dim": 1280})
