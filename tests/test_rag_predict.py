@@ -23,7 +23,7 @@ def local_db(shared: Path, tiny_clip: Path, tmp_path_factory: pytest.TempPathFac
     from terraloc.search.refdb import build_database
 
     db = tmp_path_factory.mktemp("refdb") / "db"
-    build_database(shared / "data/photos/osv5m/osv5m_photos.csv", load_backbone(str(tiny_clip)), db, progress=False)
+    build_database(shared / "data/photos/osv5m/osv5m_photos.csv", load_backbone(str(tiny_clip)), db)
     return db
 
 
@@ -55,7 +55,7 @@ def test_ray_engine_builds_the_same_database(
     a, b = ReferenceDatabase.load(outs["local"]), ReferenceDatabase.load(outs["ray"])
     assert len(a) == len(b) == 20
     pd.testing.assert_frame_equal(a.table, b.table)
-    ea, eb = a.index.reconstruct_n(0, len(a)), b.index.reconstruct_n(0, len(b))
+    ea, eb = np.asarray(a.embeddings), np.asarray(b.embeddings)
     np.testing.assert_allclose(ea, eb, atol=1e-5)
     assert (a.search(ea, 3)[1] == b.search(ea, 3)[1]).all()
     assert a.manifest["backbone"] == b.manifest["backbone"]
@@ -87,7 +87,7 @@ def test_predict_with_rag_reasoner(shared: Path, cli, local_db: Path, tiny_clip:
         assert cands[0]["country"]
 
     # The database behind the candidate-source interface: nearest and farthest (negated query).
-    q = ref.index.reconstruct(0)[None, :].astype(np.float32)
+    q = np.asarray(ref.embeddings[:1], dtype=np.float32)
     near = ReferenceDatabaseSource(ref).candidates(q, 3)[0]
     far = ReferenceDatabaseSource(ref, farthest=True).candidates(q, 3)[0]
     assert near[0].latlon == pytest.approx(tuple(ref.coords[0])) and near[0].score == pytest.approx(1.0, abs=1e-4)

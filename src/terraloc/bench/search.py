@@ -9,7 +9,7 @@ random subsets of it; larger ones are the 100K points followed by points sampled
 ~5 km Gaussian jitter, embedded once with the real encoder and cached as float16 under
 ``home_dir()/galleries/`` (each size reuses the embeddings of the next smaller cached size).
 
-Run ``python -m terraloc.bench.search --help`` or ``terraloc bench search --help``.
+Run ``terraloc bench search --help`` (this module is the library; the command is in ``terraloc.cli``).
 """
 
 from __future__ import annotations
@@ -146,8 +146,13 @@ def jittered_coords(base: NDArray[np.float64], size: int, *, jitter_km: float = 
     return np.concatenate(blocks)
 
 
-def bench_gallery(size: int, encoder: Any, log: Log) -> tuple[NDArray[np.float64], np.ndarray, str]:
-    """Coordinates ``(N, 2)``, embeddings ``(N, D)`` and a description of the gallery of ``size`` points."""
+def bench_gallery(
+    size: int, encoder: Any, log: Log, progress: Callable[[int, int], None] | None = None
+) -> tuple[NDArray[np.float64], np.ndarray, str]:
+    """Coordinates ``(N, 2)``, embeddings ``(N, D)`` and a description of the gallery of ``size`` points.
+
+    ``progress(done, total)`` reports the embedding of a gallery built for the first time.
+    """
     from terraloc.search.gallery import MANIFEST, Gallery, build_gallery, default_gallery, galleries_dir
 
     if size < BASE_SIZE:
@@ -175,25 +180,17 @@ def bench_gallery(size: int, encoder: Any, log: Log) -> tuple[NDArray[np.float64
             prefix = Gallery.load(cand, encoder).embeddings
     coords = jittered_coords(base.coords, size)
     log(f"building the {size:,}-point gallery at {out} ({size - len(prefix):,} points to embed)")
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from terraloc.cli.app import err_console
-
-    with Progress(
-        TextColumn(f"embedding {size:,}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err_console
-    ) as bar:
-        task = bar.add_task("embed", total=size)
-        g = build_gallery(
-            coords,
-            encoder,
-            out,
-            dtype="float16",
-            prefix_embeddings=prefix,
-            reuse_existing=True,
-            overwrite=True,
-            progress=lambda d, t: bar.update(task, completed=d),
-            extra={"source": f"geoclip-100k + jitter {JITTER_KM} km", "jitter_km": JITTER_KM},
-        )
+    g = build_gallery(
+        coords,
+        encoder,
+        out,
+        dtype="float16",
+        prefix_embeddings=prefix,
+        reuse_existing=True,
+        overwrite=True,
+        progress=progress,
+        extra={"source": f"geoclip-100k + jitter {JITTER_KM} km", "jitter_km": JITTER_KM},
+    )
     return g.coords, g.embeddings, str(g.path)
 
 
@@ -226,8 +223,12 @@ def run_benchmark(
     n_queries: int | None = None,
     n_single: int = 100,
     log: Log = lambda _msg: None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Run every (size, backend, noise) combination; returns the ``runs`` list of the JSON output."""
+    """Run every (size, backend, noise) combination; returns the ``runs`` list of the JSON output.
+
+    ``progress(done, total)`` reports the embedding of galleries built for the first time.
+    """
     from terraloc.encoders import load_location_encoder
     from terraloc.evaluate.metrics import accuracy_table
     from terraloc.geo.distance import haversine_km
@@ -244,7 +245,7 @@ def run_benchmark(
     for size in sizes:
         if size < 1:
             raise InputError(f"gallery size {size} must be positive", field="--sizes")
-        coords, emb, desc = bench_gallery(size, encoder, log)
+        coords, emb, desc = bench_gallery(size, encoder, log, progress)
         log(f"gallery {size:,}: {desc}")
         for be in backends:
             opts = dict(be.options)
@@ -336,19 +337,6 @@ def _label(run: dict[str, Any]) -> str:
     return f"{run['backend']}@{extra}" if extra else run["backend"]
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m terraloc.bench.search``: the same command as ``terraloc bench search``."""
-    import sys
-
-    from terraloc.cli.app import main as cli_main
-
-    return cli_main(["bench", "search", *(sys.argv[1:] if argv is None else argv)])
-
-
 def to_json(runs: list[dict[str, Any]]) -> str:
     """The ``--json`` object: ``{"runs": [...]}``."""
     return json.dumps({"runs": runs})
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -36,14 +36,18 @@ def bench_search(
         raise InputError("must be at least 1", field="--queries")
     if single < 1:
         raise InputError("must be at least 1", field="--single")
-    runs = run_benchmark(
-        size_list,
-        noise_list,
-        backend_list,
-        n_queries=queries,
-        n_single=single,
-        log=lambda m: err_console.print(m, markup=False),
-    )
+    from terraloc.cli.progress import count_bar
+
+    with count_bar("embedding gallery") as bar:
+        runs = run_benchmark(
+            size_list,
+            noise_list,
+            backend_list,
+            n_queries=queries,
+            n_single=single,
+            log=lambda m: err_console.print(m, markup=False),
+            progress=bar,
+        )
     if as_json:
         typer.echo(to_json(runs))
         return

@@ -1,4 +1,4 @@
-"""``terraloc db build|info``: reference-photo databases (FAISS + Parquet)."""
+"""``terraloc db build|info``: reference-photo databases (embeddings + search index + Parquet)."""
 
 from __future__ import annotations
 
@@ -31,14 +31,16 @@ def db_build(
         ),
     ] = "local",
 ) -> None:
-    """Embed geotagged photos into a FAISS index + Parquet table; photos without GPS are listed."""
+    """Embed geotagged photos into a searchable reference database; photos without GPS are listed."""
+    from terraloc.cli.progress import count_bar
     from terraloc.encoders.image import load_backbone
     from terraloc.search.refdb import build_database
 
     bb = load_backbone(backbone)
-    summary = build_database(
-        images, bb, out, shard_size=shard_size, batch_size=batch_size, workers=workers, engine=engine
-    )
+    with count_bar("embedding") as bar:
+        summary = build_database(
+            images, bb, out, shard_size=shard_size, batch_size=batch_size, workers=workers, engine=engine, progress=bar
+        )
     skipped = summary["skipped"]
     for path, reason in skipped[:20]:
         err_console.print(f"skipped: {path}: {reason}", markup=False)

@@ -228,9 +228,9 @@ def embed_command(
     id_col: Annotated[str, typer.Option(help="Id column (default: the path).")] = "path",
 ) -> None:
     """Embed geotagged photos with a backbone and write training shards (bad images are skipped)."""
-    from terraloc.train.embed import embed_photos
+    from terraloc.train.embed import embed_to_shards
 
-    n, errors = embed_photos(photos, out, backbone, batch_size=batch_size, shard_rows=shard_rows, id_col=id_col)
+    n, errors = embed_to_shards(photos, out, backbone, batch_size=batch_size, shard_rows=shard_rows, id_col=id_col)
     for e in errors:
         err_console.print(f"skipped: {e}", markup=False)
     err_console.print(f"{n} photo(s) embedded into {out} ({len(errors)} skipped)", markup=False)

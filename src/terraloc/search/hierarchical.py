@@ -274,7 +274,7 @@ class HierarchicalIndex(SearchIndex):
         """
         import faiss
 
-        check_options(options, SEARCH_OPTIONS, "hierarchical index")
+        check_options(options, SEARCH_OPTIONS | BUILD_OPTIONS, "hierarchical index")  # build ones are bound above
 
         n = int(embeddings.shape[0])
         if depth is None:

@@ -1,7 +1,8 @@
 """``terraloc embed``: geotagged photos → embedding shards (``id, lat, lon, embedding``).
 
-Uses the image backbones of :mod:`terraloc.encoders.image` (``load_backbone(spec).embed(images)``)
-and its ``load_image``; a photo that cannot be read is reported and skipped, the batch goes on.
+Uses the image backbones of :mod:`terraloc.encoders.image` and the embedding loop of
+:func:`terraloc.search.refdb.embed_photos`; a photo that cannot be read is reported and skipped,
+the batch goes on.
 Shards are written by :class:`~terraloc.train.shards.ShardWriter` (atomic shards, manifest last).
 """
 
@@ -44,7 +45,7 @@ def _rows(photos: Path, id_col: str) -> Iterator[tuple[str, Path, float, float, 
         yield str(i), photos.parent / str(p), float(a), float(o), int(ln)
 
 
-def embed_photos(
+def embed_to_shards(
     photos: Path,
     out: Path,
     backbone: str,
@@ -52,17 +53,20 @@ def embed_photos(
     shard_rows: int = 16384,
     id_col: str = "path",
     workers: int = 2,
+    engine: str = "local",
 ) -> tuple[int, list[str]]:
     """Embed the photos listed in ``photos`` (CSV ``path,lat,lon``) into shards under ``out``.
 
-    Decoding and batching reuse the prediction engine (``iter_pixel_batches``: threaded JPEG
-    decoding, per-file errors); embeddings are the backbone's L2-normalised ``(N, D)`` float32.
+    Embedding is :func:`terraloc.search.refdb.embed_photos` (the one embedding loop: threaded
+    decoding, per-file errors, ``engine`` ``local`` or ``ray``), one shard's rows at a time;
+    embeddings are the backbone's L2-normalised ``(N, D)`` float32. The manifest records the
+    backbone (``{"id", "hash", "dim"}``), which every checkpoint trained on the shards copies.
 
     Returns:
         ``(rows written, one message per skipped photo)``.
     """
     api = _image_api()
-    from terraloc.encoders.image.batching import iter_pixel_batches
+    from terraloc.search.refdb import embed_photos
 
     model = api.load_backbone(backbone)
     rows = list(_rows(photos, id_col))
@@ -75,21 +79,21 @@ def embed_photos(
         "weights_hash": desc["hash"],
         "synthetic": False,
     }
-    writer: ShardWriter | None = None
+    writer = ShardWriter(out, int(model.dim), shard_rows, meta)
     errors: list[str] = []
     n = 0
-    for batch in iter_pixel_batches([r[1] for r in rows], model.preprocess, batch_size=batch_size, workers=workers):
-        for i, msg in sorted(batch.errors.items()):
-            errors.append(f"{photos}, line {rows[i][4]}: {msg}")
-        if not batch.indices:
-            continue
-        emb = model.embed_pixels(batch.pixels).numpy()
-        if writer is None:
-            writer = ShardWriter(out, int(emb.shape[1]), shard_rows, meta)
-        sel = [rows[i] for i in batch.indices]
-        writer.add([r[0] for r in sel], np.array([[r[2], r[3]] for r in sel]), emb)
-        n += len(sel)
-    if writer is None:
+    for lo in range(0, len(rows), shard_rows):
+        chunk = rows[lo : lo + shard_rows]
+        emb, ok, errs = embed_photos(
+            [str(r[1]) for r in chunk], model, engine=engine, batch_size=batch_size, workers=workers
+        )
+        for i, msg in sorted(errs.items()):
+            errors.append(f"{photos}, line {chunk[i][4]}: {msg}")
+        keep = np.flatnonzero(ok)
+        if len(keep):
+            writer.add([chunk[i][0] for i in keep], np.array([[chunk[i][2], chunk[i][3]] for i in keep]), emb[keep])
+            n += len(keep)
+    if n == 0:
         raise InputError("no photo could be embedded", path=photos)
     writer.close()
     return n, errors
