@@ -6,8 +6,8 @@ Real photos -> `terraloc embed` (tiny CLIP) -> `terraloc train geoclip|geosurge`
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -64,7 +64,7 @@ def test_train_geoclip_output_loads_in_the_geoclip_head(shared: Path, tmp_path: 
     assert not torch.equal(head.mlp[0].weight, published.mlp[0].weight)
     # frozen published location encoder: the cached 100K gallery is reused as is
     torch.testing.assert_close(head.gallery, published.gallery)
-    assert head.backbone == bb.describe() and head.checkpoint == ckpt
+    assert head.required_backbone == bb.describe() and head.checkpoint == ckpt
 
     photo = shared / "data" / "photos" / "osv5m" / "1105240373293389.jpg"
     model = GeoCLIP(bb, head).eval()
@@ -82,15 +82,16 @@ def test_train_geoclip_output_loads_in_the_geoclip_head(shared: Path, tmp_path: 
     from terraloc.encoders.image import make_tiny_clip
 
     other = load_backbone(make_tiny_clip(tmp_path / "other", seed=1))
-    with pytest.raises(InputError, match=r"last\.pt.*expects 768-d embeddings of backbone"):
+    with pytest.raises(InputError, match=r"GeoCLIP checkpoint \(.*last\.pt\) was built with backbone") as exc:
         GeoCLIP(other, head)
+    assert "\n" not in str(exc.value) and other.weights_hash in str(exc.value)
 
 
 @pytest.mark.slow
 def test_geosurge_checkpoint_refuses_another_backbone(shared: Path, tmp_path: Path, cli, tiny: Path) -> None:  # type: ignore[no-untyped-def]
     from terraloc.encoders.image import load_backbone, make_tiny_clip
     from terraloc.models.geosurge import GeoSurgeHead, load_checkpoint, save_checkpoint
-    from terraloc.models.provenance import UnrecordedBackboneWarning
+    from terraloc.models.head import check_backbone, check_dim
 
     shards = _embed(cli, shared, tmp_path, tiny)
     r = cli(
@@ -101,24 +102,23 @@ def test_geosurge_checkpoint_refuses_another_backbone(shared: Path, tmp_path: Pa
     ckpt = tmp_path / "run" / "last.pt"
     head = GeoSurgeHead.from_checkpoint(ckpt)
     bb = load_backbone(tiny)
-    assert head.backbone == bb.describe()
-    head.check_backbone(bb.describe())  # its own backbone: accepted
+    assert head.required_backbone == bb.describe()
+    src = str(head.checkpoint)
+    check_backbone(head.required_backbone, bb, what="the geosurge head", source=src)  # its own backbone: accepted
 
     other = load_backbone(make_tiny_clip(tmp_path / "other", seed=1))  # same width, other weights
     assert other.dim == bb.dim and other.weights_hash != bb.weights_hash
-    with pytest.raises(InputError, match=r"last\.pt.*GeoSURGE checkpoint expects 768-d embeddings") as exc:
-        head.check_backbone(other.describe())
+    with pytest.raises(InputError, match=r"geosurge head \(.*last\.pt\) was built with backbone") as exc:
+        check_backbone(head.required_backbone, other, what="the geosurge head", source=src)
     assert "\n" not in str(exc.value) and str(tiny.resolve()) in str(exc.value)
-    with pytest.raises(InputError, match="1280-d"):
-        head.check_backbone({"id": "efficientnet-lite0", "hash": "abc", "dim": 1280})
 
-    # a checkpoint from before the record: accepted with a warning (the width is still checked)
+    # a checkpoint from before the record: accepted; only the width is checked
     model, partition, _ = load_checkpoint(ckpt)
     save_checkpoint(tmp_path / "old.pt", model, partition)
     old = GeoSurgeHead.from_checkpoint(tmp_path / "old.pt")
-    assert old.backbone is None
-    with pytest.warns(UnrecordedBackboneWarning, match="old.pt"):
-        old.check_backbone(other.describe())
-    with warnings.catch_warnings(), pytest.raises(InputError, match="expects 768-d"):
-        warnings.simplefilter("ignore")
-        old.check_backbone({"id": "efficientnet-lite0", "hash": "abc", "dim": 1280})
+    assert old.required_backbone is None
+    check_backbone(old.required_backbone, other, what="the geosurge head")
+    check_dim(other.dim, old.input_dim, what="the geosurge head")
+    effnet = SimpleNamespace(model_id="efficientnet-lite0", weights_hash="abc", dim=1280)
+    with pytest.raises(InputError, match=r"1280-d features but the geosurge head .* expects 768-d"):
+        check_dim(effnet.dim, old.input_dim, what="the geosurge head", source="old.pt")

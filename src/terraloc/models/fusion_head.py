@@ -52,12 +52,7 @@ class FusedGeoSurgeHead:
 
         if not hasattr(backbone, "vision_model"):
             raise InputError("semantic fusion needs a CLIP backbone (vision tokens)", field="backbone")
-        from terraloc.models.provenance import check_backbone
-
         self.encoder, payload = load_fused_checkpoint(fusion, backbone)
-        if hasattr(backbone, "describe"):
-            # the fusion was trained on this backbone's tokens (its last block is replaced)
-            check_backbone(payload.get("backbone"), backbone.describe(), fusion, "fusion checkpoint")
         self.encoder.requires_grad_(False)
         gs = Path(geosurge) if geosurge is not None else Path(fusion).with_name("geosurge.pt")
         self.head = GeoSurgeHead.from_checkpoint(gs)

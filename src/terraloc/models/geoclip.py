@@ -153,8 +153,9 @@ class GeoCLIPHead(nn.Module):
         self.weights_hash = ""
         #: the trained checkpoint this head was loaded from (``None``: GeoCLIP's published weights)
         self.checkpoint: Path | None = None
-        #: ``{"id", "hash", "dim"}`` of the backbone the checkpoint was trained on (``None``: unrecorded)
-        self.backbone: dict[str, Any] | None = None
+        #: ``{"id", "hash", "dim"}`` of the backbone the checkpoint was trained on (``None``: GeoCLIP's
+        #: published head, which takes any CLIP ViT-L/14-family backbone, or an unrecorded checkpoint)
+        self.required_backbone: dict[str, Any] | None = None
 
     @classmethod
     def pretrained(cls) -> GeoCLIPHead:
@@ -206,19 +207,8 @@ class GeoCLIPHead(nn.Module):
         head.logit_scale = nn.Parameter(model.logit_scale.detach().clone().reshape([]), requires_grad=False)
         head.weights_hash = file_sha256(path)
         head.checkpoint = Path(path)
-        head.backbone = backbone_record(payload.get("backbone"))
+        head.required_backbone = backbone_record(payload.get("backbone"))
         return head.eval()
-
-    def check_backbone(self, desc: dict[str, Any]) -> None:
-        """Refuse a backbone (its ``describe()``) other than the one this head was trained on.
-
-        GeoCLIP's published head takes any 768-d CLIP ViT-L/14-family backbone (the width is
-        checked by :class:`GeoCLIP`); a trained checkpoint takes only its own backbone.
-        """
-        from terraloc.models.provenance import check_backbone
-
-        if self.checkpoint is not None:
-            check_backbone(self.backbone, desc, self.checkpoint, "GeoCLIP checkpoint")
 
     def image_features(self, backbone_features: Tensor) -> Tensor:
         """``(N, in_dim)`` backbone features → ``(N, 512)`` GeoCLIP image features (unnormalised)."""
@@ -246,8 +236,9 @@ class GeoCLIP(nn.Module):
 
     def __init__(self, backbone: Any, head: GeoCLIPHead) -> None:
         super().__init__()
-        if hasattr(backbone, "describe"):
-            head.check_backbone(backbone.describe())
+        from terraloc.models.head import check_backbone
+
+        check_backbone(head.required_backbone, backbone, what="the GeoCLIP checkpoint", source=str(head.checkpoint))
         if backbone.dim != head.mlp[0].in_features:
             raise InputError(
                 f"backbone '{backbone.model_id}' gives {backbone.dim}-d features but the GeoCLIP head "

@@ -238,11 +238,11 @@ class GeoSurgeHead:
         self.ancestry = torch.as_tensor(partition.ancestry, dtype=torch.int64)
         self.refiner = refiner
         self.model_id = "geosurge"
-        #: the checkpoint this head was loaded from, and the backbone (``{"id", "hash", "dim"}``)
-        #: its training embeddings came from (``None``: not recorded)
+        #: the checkpoint this head was loaded from, ``{"id", "hash", "dim"}`` of the backbone its training
+        #: embeddings came from (``None``: not recorded; see :mod:`terraloc.models.provenance`), and the
+        #: fusion checkpoint whose fused features it scores (``None``: backbone embeddings)
         self.checkpoint: Path | None = None
-        self.backbone: dict[str, Any] | None = None
-        #: the fusion checkpoint whose fused features this head scores (``None``: backbone embeddings)
+        self.required_backbone: dict[str, Any] | None = None
         self.fusion: str | None = None
         # Inference tables: all levels' normalised cell embeddings divided by their temperature,
         # stacked into one (768, sum C_l) matrix so that scoring is a single matmul.
@@ -282,38 +282,18 @@ class GeoSurgeHead:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, refiner: Refiner | None = None) -> GeoSurgeHead:
-        """Load a checkpoint written by :func:`save_checkpoint` (or the trainer's ``best.pt``)."""
+        """Load a checkpoint written by :func:`save_checkpoint` (or the trainer's ``best.pt``).
+
+        ``required_backbone`` is the backbone its training embeddings came from, as recorded.
+        """
         from terraloc.models.provenance import backbone_record
 
         model, partition, payload = load_checkpoint(path)
         head = cls(model, partition, refiner)
         head.checkpoint = Path(path)
-        head.backbone = backbone_record(payload.get("backbone"))
+        head.required_backbone = backbone_record(payload.get("backbone"))
         head.fusion = str(payload["fusion"]) if payload.get("fusion") else None
         return head
-
-    def check_backbone(self, desc: dict[str, Any]) -> None:
-        """Refuse a backbone (its ``describe()``) other than the one this head was trained on.
-
-        Raises:
-            InputError: one line naming the checkpoint and both backbones; also for a width
-                other than :attr:`input_dim` when the checkpoint records no backbone.
-        """
-        from terraloc.models.provenance import check_backbone
-
-        where = self.checkpoint if self.checkpoint is not None else "GeoSURGE head"
-        if self.fusion:
-            raise InputError(
-                f"GeoSURGE checkpoint scores fused features; use it with --fusion {self.fusion}", path=where
-            )
-        check_backbone(self.backbone, desc, where, "GeoSURGE checkpoint")
-        if desc.get("dim") and int(desc["dim"]) != self.input_dim:
-            raise InputError(
-                f"GeoSURGE checkpoint expects {self.input_dim}-d embeddings but backbone '{desc.get('id')}' "
-                f"gives {desc['dim']}-d (train it on shards from the same backbone)",
-                path=where,
-                field="backbone",
-            )
 
     def predict(
         self,

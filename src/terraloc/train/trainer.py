@@ -137,14 +137,16 @@ def fit(
     if val is not None and val.dim != train.dim:
         raise InputError(f"validation shards have dim {val.dim}, training shards {train.dim}", path=val.path)
     backbone = train.backbone
-    if val is not None and val.backbone is not None and backbone is not None:
-        from terraloc.models.provenance import same_backbone
-
-        if not same_backbone(backbone, val.backbone):
-            raise InputError(
-                f"validation shards come from backbone '{val.backbone['id']}', training shards from '{backbone['id']}'",
-                path=val.path,
-            )
+    other = val.backbone if val is not None else None
+    if (
+        other is not None
+        and backbone is not None
+        and (other["id"], other["hash"]) != (backbone["id"], backbone["hash"])
+    ):
+        raise InputError(
+            f"validation shards come from backbone '{other['id']}', training shards from '{backbone['id']}'",
+            path=val.path if val is not None else None,
+        )
     model_dim = getattr(getattr(objective, "model", None), "cfg", None)
     in_dim = model_dim.input_dim if model_dim is not None else getattr(objective.model, "input_dim", train.dim)  # type: ignore[union-attr]
     if in_dim != train.dim:
