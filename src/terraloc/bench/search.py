@@ -292,51 +292,6 @@ def run_benchmark(
     return runs
 
 
-def render_table(runs: list[dict[str, Any]]) -> Any:
-    """A Rich table of benchmark runs, with each run's accuracy change against flat search."""
-    from rich.table import Table
-
-    from terraloc.evaluate.thresholds import THRESHOLD_KEYS
-
-    flat = {(r["gallery_size"], r["noise"]): r for r in runs if r["backend"] == "flat"}
-    table = Table(title="Gallery search (Im2GPS3k locations as queries, top-1)")
-    for col in ("gallery", "backend", "noise", "cmp/query", "fewer", "ms/q batched", "ms/q single", "build s", "MB"):
-        if col == "backend":  # a long option list wraps rather than losing its tail to an ellipsis
-            table.add_column(col, justify="left", overflow="fold", min_width=24)
-        else:
-            table.add_column(col, justify="right")
-    for t in THRESHOLD_KEYS:
-        table.add_column(f"{t} km", justify="right")
-    table.add_column("worst Δ vs flat", justify="right")
-    for r in runs:
-        f = flat.get((r["gallery_size"], r["noise"]))
-        fewer = f"{f['comparisons_per_query'] / r['comparisons_per_query']:.0f}x" if f else "–"
-        delta = min(r["accuracy"][t] - f["accuracy"][t] for t in r["accuracy"]) if f else None
-        table.add_row(
-            f"{r['gallery_size']:,}",
-            _label(r),
-            f"{r['noise']:g}",
-            f"{r['comparisons_per_query']:,.0f}",
-            fewer,
-            f"{r['ms_per_query_batched']:.3f}",
-            f"{r['ms_per_query_single']:.3f}",
-            f"{r['build_s']:.1f}",
-            f"{r['memory_mb']:.0f}",
-            *[f"{r['accuracy'][t]:.1f}" for t in THRESHOLD_KEYS],
-            "–" if delta is None else f"{delta:+.1f}",
-        )
-    return table
-
-
-def _label(run: dict[str, Any]) -> str:
-    """Backend name with its non-default options (``IVF1024,Flat@nprobe=16``, ``hierarchical@top=800``)."""
-    opts = run.get("options") or {}
-    if "params" in opts:
-        return f"{run['backend']}@{opts['params']}" if opts["params"] else run["backend"]
-    extra = ",".join(f"{k}={v}" for k, v in opts.items())
-    return f"{run['backend']}@{extra}" if extra else run["backend"]
-
-
 def to_json(runs: list[dict[str, Any]]) -> str:
     """The ``--json`` object: ``{"runs": [...]}``."""
     return json.dumps({"runs": runs})

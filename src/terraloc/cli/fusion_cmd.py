@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -28,6 +28,20 @@ def _parse_blocks(text: str) -> list[int]:
     if not vals or any(v < 0 or v > 12 for v in vals):
         raise InputError("block counts must be between 0 and 12", field="--blocks")
     return vals
+
+
+def _photo_set(progress: Any, folder: Path, limit: int | None, segmenter: str, minimum: int) -> Any:
+    """Photos with ground truth and their (cached) maps, with a progress task; at least ``minimum`` of them."""
+    from terraloc.models.fusion_train import load_photo_set
+
+    t = progress.add_task("segmenting (cached)", total=None)
+    data = load_photo_set(folder, limit=limit, segmenter_spec=segmenter,
+                          progress=lambda i, n: progress.update(t, completed=i, total=n))  # fmt: skip
+    if len(data.paths) < minimum:
+        raise InputError(
+            f"need at least {minimum} readable photos with ground truth, found {len(data.paths)}", path=folder
+        )
+    return data
 
 
 @fusion_app.command("train")
@@ -60,7 +74,7 @@ def train_command(
     from terraloc.encoders.segmentation import class_ids
     from terraloc.models.fused_encoder import FusedImageEncoder, make_clip
     from terraloc.models.fusion import FusionConfig
-    from terraloc.models.fusion_train import load_photo_set, save_fused_run, train_fused_geosurge
+    from terraloc.models.fusion_train import save_fused_run, train_fused_geosurge
 
     if device != "cpu" and not (device.startswith("cuda") and torch.cuda.is_available()):
         raise InputError(
@@ -75,11 +89,7 @@ def train_command(
     clip = make_clip(backbone)
     enc = FusedImageEncoder(clip, FusionConfig(num_blocks=blocks, ignore_classes=ignore_ids))
     with Progress(console=err_console, transient=True) as progress:
-        t = progress.add_task("segmenting (cached)", total=None)
-        data = load_photo_set(folder, limit=limit, segmenter_spec=segmenter,
-                              progress=lambda i, n: progress.update(t, completed=i, total=n))  # fmt: skip
-        if len(data.paths) < 2:
-            raise InputError(f"need at least 2 readable photos with ground truth, found {len(data.paths)}", path=folder)
+        data = _photo_set(progress, folder, limit, segmenter, minimum=2)
         t2 = progress.add_task("training", total=None)
         model, partition, losses = train_fused_geosurge(
             enc, data, taus, tau_min, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
@@ -115,17 +125,13 @@ def ablation_command(
     from terraloc.evaluate.metrics import THRESHOLD_KEYS
     from terraloc.models.fused_encoder import FusedImageEncoder, make_clip
     from terraloc.models.fusion import FusionConfig
-    from terraloc.models.fusion_train import load_photo_set, run_ablation
+    from terraloc.models.fusion_train import run_ablation
 
     counts = _parse_blocks(blocks)
     folder = photos if str(photos) not in ("", ".") else shared_path("data", "photos", "im2gps3k_dev")
     ignore_ids = tuple(class_ids([s for s in ignore.split(",") if s.strip()]))
     with Progress(console=err_console, transient=True) as progress:
-        t = progress.add_task("segmenting (cached)", total=None)
-        data = load_photo_set(folder, limit=limit, segmenter_spec=segmenter,
-                              progress=lambda i, n: progress.update(t, completed=i, total=n))  # fmt: skip
-        if len(data.paths) < 5:
-            raise InputError(f"need at least 5 readable photos with ground truth, found {len(data.paths)}", path=folder)
+        data = _photo_set(progress, folder, limit, segmenter, minimum=5)
         t2 = progress.add_task("training", total=None)
 
         def make(nb: int) -> FusedImageEncoder:
