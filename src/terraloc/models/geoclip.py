@@ -172,37 +172,38 @@ class GeoCLIPHead(nn.Module):
         return head.eval()
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, *, progress: Callable[[int, int], None] | None = None) -> GeoCLIPHead:
-        """The head trained by ``terraloc train geoclip`` (``best.pt`` / ``last.pt``), on GeoCLIP's 100K gallery.
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        coords: NDArray[np.float32] | None = None,
+        gallery: NDArray[np.float32] | None = None,
+        *,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> GeoCLIPHead:
+        """The head trained by ``terraloc train geoclip`` (``best.pt`` / ``last.pt``) over a gallery.
 
-        The gallery is embedded with the checkpoint's own location encoder: when that equals
-        GeoCLIP's published one (``--pretrained --freeze-location``) the cached default gallery
-        is reused, otherwise it is embedded once (about a minute on two cores; ``progress(done,
-        total)``) and cached under ``TERRALOC_HOME/galleries/`` by the encoder's weight hash.
+        Args:
+            path: the training checkpoint.
+            coords, gallery: ``(G, 2)`` degrees and ``(G, 512)`` normalised embeddings made with the
+                checkpoint's location encoder (:func:`trained_location_encoder`); default GeoCLIP's
+                100K gallery embedded with it: when it equals GeoCLIP's published encoder
+                (``--pretrained --freeze-location``) the cached default gallery is reused, otherwise
+                it is embedded once (about a minute on two cores; ``progress(done, total)``) and
+                cached under ``TERRALOC_HOME/galleries/`` by the encoder's weight hash.
 
         Raises:
             MissingResourceError: no such file.
             InputError: not a GeoCLIP training checkpoint, or its weights do not fit.
         """
         from terraloc.encoders.geoclip_assets import file_sha256
-        from terraloc.io import read_checkpoint
         from terraloc.models.provenance import backbone_record
         from terraloc.search.gallery import default_gallery
 
-        payload = read_checkpoint(
-            path, CHECKPOINT_FORMAT, "GeoCLIP checkpoint", "train one with `terraloc train geoclip`"
-        )
-        try:
-            in_dim = int(json.loads(payload["identity"])["input_dim"])
-            model = GeoClipModel(in_dim)
-            model.load_state_dict(upgrade_state_dict(payload["model"]), strict=True)
-        except (KeyError, ValueError, RuntimeError) as exc:
-            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise InputError(f"weights do not match a GeoCLIP model ({msg})", path=path) from None
-        model = model.float().eval()
-        encoder = _gallery_encoder(model.location)
-        gal = default_gallery(encoder, dtype="float32", progress=progress)
-        head = cls(np.asarray(gal.coords, dtype=np.float32), np.array(gal.embeddings, dtype=np.float32), in_dim)
+        model, payload = load_geoclip_checkpoint(path)
+        if coords is None or gallery is None:
+            gal = default_gallery(_gallery_encoder(model.location), dtype="float32", progress=progress)
+            coords, gallery = np.asarray(gal.coords, dtype=np.float32), np.array(gal.embeddings, dtype=np.float32)
+        head = cls(coords, gallery, model.input_dim)
         head.mlp.load_state_dict(model.mlp.state_dict())
         head.logit_scale = nn.Parameter(model.logit_scale.detach().clone().reshape([]), requires_grad=False)
         head.weights_hash = file_sha256(path)
@@ -266,6 +267,36 @@ class GeoCLIP(nn.Module):
     def image_features(self, pixels: Tensor) -> Tensor:
         """``(N, 3, H, W)`` → ``(N, 512)`` GeoCLIP image features (before normalisation)."""
         return self.head.image_features(self.backbone.features(pixels))
+
+
+def load_geoclip_checkpoint(path: str | Path) -> tuple[GeoClipModel, dict[str, Any]]:
+    """``(model, raw payload)`` of a ``terraloc train geoclip`` checkpoint (float32, eval mode).
+
+    Raises:
+        MissingResourceError: no such file.
+        InputError: not a GeoCLIP training checkpoint, or its weights do not fit.
+    """
+    from terraloc.io import read_checkpoint
+
+    payload = read_checkpoint(path, CHECKPOINT_FORMAT, "GeoCLIP checkpoint", "train one with `terraloc train geoclip`")
+    try:
+        model = GeoClipModel(int(json.loads(payload["identity"])["input_dim"]))
+        model.load_state_dict(upgrade_state_dict(payload["model"]), strict=True)
+    except (KeyError, ValueError, RuntimeError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"weights do not match a GeoCLIP model ({msg})", path=path) from None
+    return model.float().eval(), payload
+
+
+def trained_location_encoder(path: str | Path) -> Any:
+    """The location encoder of a ``terraloc train geoclip`` checkpoint, to embed galleries with.
+
+    GeoCLIP's published encoder (same id and hash, so its cached galleries are reused) when the
+    checkpoint's equals it, else the trained one with ``encoder_id`` ``geoclip-location-trained``
+    and a hash of its weights.
+    """
+    model, _ = load_geoclip_checkpoint(path)
+    return _gallery_encoder(model.location)
 
 
 def _gallery_encoder(location: nn.Module) -> Any:
