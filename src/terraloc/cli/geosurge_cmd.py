@@ -222,15 +222,23 @@ def embed_command(
     out: Annotated[Path, typer.Option("--out", help="Shard folder to write.")],
     backbone: Annotated[
         str, typer.Option("--backbone", help="Image backbone spec (see terraloc.encoders.image).")
-    ] = "tiny",
+    ] = "clip-vit-large-patch14",
     batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
     shard_rows: Annotated[int, typer.Option("--shard-rows")] = 16384,
     id_col: Annotated[str, typer.Option(help="Id column (default: the path).")] = "path",
+    workers: Annotated[int, typer.Option("--workers", help="Decoding threads (local) or Ray actors' CPUs.")] = 2,
+    engine: Annotated[str, typer.Option("--engine", help="Embedding engine: local or ray.")] = "local",
 ) -> None:
-    """Embed geotagged photos with a backbone and write training shards (bad images are skipped)."""
+    """Embed geotagged photos with a backbone and write training shards (bad images are skipped).
+
+    The shard manifest records the backbone; checkpoints trained on the shards refuse any other.
+    """
     from terraloc.train.embed import embed_to_shards
 
-    n, errors = embed_to_shards(photos, out, backbone, batch_size=batch_size, shard_rows=shard_rows, id_col=id_col)
+    n, errors = embed_to_shards(
+        photos, out, backbone, batch_size=batch_size, shard_rows=shard_rows, id_col=id_col, workers=workers,
+        engine=engine,
+    )  # fmt: skip
     for e in errors:
         err_console.print(f"skipped: {e}", markup=False)
     err_console.print(f"{n} photo(s) embedded into {out} ({len(errors)} skipped)", markup=False)
