@@ -78,6 +78,16 @@ def test_train_geoclip_output_loads_in_the_geoclip_head(shared: Path, tmp_path: 
     np.testing.assert_allclose(top.scores, want.values.double().numpy(), rtol=1e-5)
     np.testing.assert_array_equal(top.indices, want.indices.numpy())
 
+    # the same through `terraloc predict --head geoclip --checkpoint` (the product's head registry)
+    r = cli("predict", photo, "--backbone", tiny, "--head", "geoclip", "--checkpoint", ckpt, "--format", "json",
+            "--top-k", "3", "--no-places")  # fmt: skip
+    assert r.code == 0, r.err
+    rec = json.loads(r.out.strip().splitlines()[0])
+    got = np.array([[c["lat"], c["lon"]] for c in rec["candidates"]])
+    np.testing.assert_allclose(got, top.coords[0], atol=1e-4)
+    np.testing.assert_allclose([c["probability"] for c in rec["candidates"]], top.scores[0], rtol=1e-4)
+    assert rec["model"]["checkpoint"] == str(ckpt)
+
     # another backbone of the same width is refused, naming the checkpoint
     from terraloc.encoders.image import make_tiny_clip
 
@@ -85,6 +95,8 @@ def test_train_geoclip_output_loads_in_the_geoclip_head(shared: Path, tmp_path: 
     with pytest.raises(InputError, match=r"GeoCLIP checkpoint \(.*last\.pt\) was built with backbone") as exc:
         GeoCLIP(other, head)
     assert "\n" not in str(exc.value) and other.weights_hash in str(exc.value)
+    r = cli("predict", photo, "--backbone", tmp_path / "other", "--head", "geoclip", "--checkpoint", ckpt)
+    assert r.code == 2 and "last.pt" in r.err and "Traceback" not in r.err and len(r.err.strip().splitlines()) == 1
 
 
 @pytest.mark.slow
@@ -111,6 +123,14 @@ def test_geosurge_checkpoint_refuses_another_backbone(shared: Path, tmp_path: Pa
     with pytest.raises(InputError, match=r"geosurge head \(.*last\.pt\) was built with backbone") as exc:
         check_backbone(head.required_backbone, other, what="the geosurge head", source=src)
     assert "\n" not in str(exc.value) and str(tiny.resolve()) in str(exc.value)
+
+    photo = shared / "data" / "photos" / "osv5m" / "1105240373293389.jpg"
+    r = cli("predict", photo, "--backbone", tmp_path / "other", "--checkpoint", ckpt, "--no-places")
+    assert r.code == 2 and "last.pt" in r.err and "Traceback" not in r.err and len(r.err.strip().splitlines()) == 1
+    # without --backbone the recorded one is used
+    r = cli("predict", photo, "--checkpoint", ckpt, "--format", "json", "--no-places")
+    assert r.code == 0, r.err
+    assert json.loads(r.out.strip().splitlines()[0])["model"]["backbone"]["hash"] == bb.weights_hash
 
     # a checkpoint from before the record: accepted; only the width is checked
     model, partition, _ = load_checkpoint(ckpt)
