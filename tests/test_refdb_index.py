@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -73,3 +74,25 @@ def test_bad_index_spec_is_refused_before_embedding(tmp_path: Path, backbone) ->
     with pytest.raises(InputError, match=r"unknown hierarchical index option\(s\) topp; known: beam, branching"):
         build_database(missing, backbone, tmp_path / "db", index="hierarchical", index_options={"topp": 3})
     assert not (tmp_path / "db" / ".work").exists()
+
+
+@pytest.mark.slow
+def test_db_build_index_option_and_predict(shared: Path, tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    from terraloc.encoders.image import make_tiny_clip
+    from terraloc.search.refdb import ReferenceDatabase
+
+    tiny = make_tiny_clip(tmp_path / "tiny")
+    photos = shared / "data" / "photos" / "osv5m" / "osv5m_photos.csv"
+    r = cli(
+        "db", "build", "--images", photos, "--backbone", tiny, "--out", tmp_path / "db", "--index", "IVF2,Flat@nprobe=2"
+    )
+    assert r.code == 0, r.err
+    db = ReferenceDatabase.load(tmp_path / "db")
+    assert db.manifest["index"] == {"spec": "IVF2,Flat", "options": {"params": "nprobe=2"}}
+    photo = shared / "data" / "photos" / "osv5m" / "1105240373293389.jpg"
+    r = cli("predict", photo, "--db", tmp_path / "db", "--format", "json", "--top-k", "2", "--no-places")
+    assert r.code == 0, r.err
+    # the query photo is in the database: its own location comes first
+    assert json.loads(r.out.strip().splitlines()[0])["candidates"][0]["lat"] == pytest.approx(-31.98768, abs=1e-3)
+    r = cli("db", "build", "--images", photos, "--backbone", tiny, "--out", tmp_path / "db2", "--index", "IVF2,Bogus")
+    assert r.code == 2 and "FAISS factory string" in r.err and len(r.err.strip().splitlines()) == 1

@@ -30,17 +30,28 @@ def db_build(
             "unless RAY_ADDRESS is set)."
         ),
     ] = "local",
+    index: Annotated[
+        str,
+        typer.Option(
+            "--index",
+            help="Search index the database is searched with: flat (exact), hierarchical@OPTIONS or a FAISS "
+            "factory string with @PARAMS, e.g. 'IVF1024,Flat@nprobe=16' for a large database.",
+        ),
+    ] = "flat",
 ) -> None:
     """Embed geotagged photos into a searchable reference database; photos without GPS are listed."""
     from terraloc.cli.progress import count_bar
     from terraloc.encoders.image import load_backbone
     from terraloc.search.refdb import build_database
+    from terraloc.search.spec import parse_index_spec
 
+    spec, options = parse_index_spec(index, field="--index")
     bb = load_backbone(backbone)
     with count_bar("embedding") as bar:
         summary = build_database(
-            images, bb, out, shard_size=shard_size, batch_size=batch_size, workers=workers, engine=engine, progress=bar
-        )
+            images, bb, out, shard_size=shard_size, batch_size=batch_size, workers=workers, engine=engine,
+            progress=bar, index=spec, index_options=options,
+        )  # fmt: skip
     skipped = summary["skipped"]
     for path, reason in skipped[:20]:
         err_console.print(f"skipped: {path}: {reason}", markup=False)

@@ -280,6 +280,17 @@ class ReferenceDatabase:
             raise InputError(f"index has {idx.size} vectors but the table {len(table)} rows", path=p)
         return cls(p, idx, table, manifest, emb)
 
+    def files(self) -> dict[str, str]:
+        """The files that define the database's contents (``{role: path}``), for recording their hashes.
+
+        The manifest and the embeddings (``index.faiss`` for databases from before ``embeddings.npy``);
+        a non-flat index is derived from the embeddings and not listed.
+        """
+        data = self.path / EMBEDDINGS_FILE
+        if data.exists():
+            return {"db_manifest": str(self.path / "manifest.json"), "db_embeddings": str(data)}
+        return {"db_manifest": str(self.path / "manifest.json"), "db_index": str(self.path / LEGACY_INDEX_FILE)}
+
     def search(self, queries: NDArray[np.float32], k: int) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
         """k most similar references: ``(Q, D)`` normalised queries → scores, indices ``(Q, k)``.
 
