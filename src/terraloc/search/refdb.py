@@ -350,14 +350,15 @@ def build_database(
     batch_size: int = 16,
     workers: int = 2,
     engine: str = "local",
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[int, int], None] | bool | None = None,
     places: bool = True,
     index: str = "flat",
     index_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Embed geotagged photos into a :class:`ReferenceDatabase` at ``out``; resumable.
 
-    ``progress(done, total)`` is called as photos are embedded (counting skipped ones). ``index``
+    ``progress(done, total)`` is called as photos are embedded (counting skipped ones; a bool, the
+    former "draw a bar" flag, is accepted and draws nothing: front ends draw bars). ``index``
     (with ``index_options``) is the search index the database is searched with by default: ``flat``
     (exact), ``hierarchical`` or a FAISS factory string (``IVF1024,Flat`` with
     ``{"params": "nprobe=16"}``); a non-flat index is built here and saved under ``indexes/``.
@@ -398,7 +399,7 @@ def build_database(
     def advance(n: int) -> None:
         nonlocal done
         done += n
-        if progress is not None:
+        if callable(progress):
             progress(done, len(photos))
 
     for s in range(n_shards):
