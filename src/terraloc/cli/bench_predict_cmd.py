@@ -12,7 +12,8 @@ from terraloc.cli.app import bench_app, err_console, out_console
 
 @bench_app.command("predict")
 def bench_predict(
-    images: Annotated[int, typer.Option(help="Images per measurement (real shared JPEGs).")] = 16,
+    limit: Annotated[int | None, typer.Option(help="Images per measurement (real shared JPEGs; default 16).")] = None,
+    images_old: Annotated[int | None, typer.Option("--images", hidden=True, help="Old name of --limit.")] = None,
     sizes: Annotated[str, typer.Option(help="Comma-separated input sizes.")] = "224,336",
     batch_size: Annotated[int, typer.Option(help="Images per backbone call.")] = 8,
     workers: Annotated[int, typer.Option(help="Decoding threads.")] = 2,
@@ -31,7 +32,9 @@ def bench_predict(
     spent outside the backbone; optionally int8 dynamic quantisation of the backbone's Linear layers.
     """
     from terraloc.bench.predict import bench_one
+    from terraloc.cli.options import renamed
 
+    images = renamed(limit, images_old, new="--limit", old="--images") or 16
     try:
         import onnxruntime
 

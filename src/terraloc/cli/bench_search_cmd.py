@@ -36,18 +36,17 @@ def bench_search(
         raise InputError("must be at least 1", field="--queries")
     if single < 1:
         raise InputError("must be at least 1", field="--single")
-    from terraloc.cli.progress import count_bar
+    from terraloc.progress import callback
 
-    with count_bar("embedding gallery") as bar:
-        runs = run_benchmark(
-            size_list,
-            noise_list,
-            backend_list,
-            n_queries=queries,
-            n_single=single,
-            log=lambda m: err_console.print(m, markup=False),
-            progress=bar,
-        )
+    runs = run_benchmark(
+        size_list,
+        noise_list,
+        backend_list,
+        n_queries=queries,
+        n_single=single,
+        log=lambda m: err_console.print(m, markup=False),
+        progress=callback("embedding the benchmark gallery (first use only)"),
+    )
     if as_json:
         typer.echo(to_json(runs))
         return

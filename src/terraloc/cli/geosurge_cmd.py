@@ -10,20 +10,14 @@ import typer
 from rich.table import Table
 
 from terraloc.cli.app import app, bench_app, err_console, out_console
+from terraloc.config import DEFAULT_BACKBONE
 from terraloc.errors import InputError
 
 
-def _read_coords(path: Path, lat_col: str, lon_col: str):  # type: ignore[no-untyped-def]
-    import numpy as np
+def _read_coords(path: Path, lat_col: str | None, lon_col: str | None):  # type: ignore[no-untyped-def]
+    from terraloc.inputs import read_coordinates
 
-    from terraloc.geo.coords import validate_latlon
-    from terraloc.table import parse_float_column, read_csv, require_columns
-
-    df = read_csv(path, skip_comments=True)
-    require_columns(df, [lat_col, lon_col], path)
-    lat = parse_float_column(df, lat_col, path).values
-    lon = parse_float_column(df, lon_col, path).values
-    return validate_latlon(np.stack([lat, lon], 1), source=str(path), rows=df["_line"].to_numpy())
+    return read_coordinates(path, lat_col=lat_col, lon_col=lon_col)
 
 
 def _parse_taus(text: str | None) -> tuple[int, ...] | None:
@@ -41,14 +35,14 @@ def geocells_command(
         Path | None,
         typer.Option("--coords", help="CSV of training coordinates (default: GeoCLIP's 100K MP-16 gallery)."),
     ] = None,
-    lat_col: Annotated[str, typer.Option(help="Latitude column.")] = "LAT",
-    lon_col: Annotated[str, typer.Option(help="Longitude column.")] = "LON",
+    lat_col: Annotated[str | None, typer.Option(help="Latitude column of --coords (default: detected).")] = None,
+    lon_col: Annotated[str | None, typer.Option(help="Longitude column of --coords (default: detected).")] = None,
     tau_max: Annotated[
         str | None, typer.Option("--tau-max", help="Comma-separated tau_max per level (coarse→fine).")
     ] = None,
     tau_min: Annotated[int | None, typer.Option("--tau-min", help="Drop cells with fewer coordinates.")] = None,
     scale: Annotated[bool, typer.Option("--scale/--no-scale", help="Scale the MP-16 taus to the sample size.")] = True,
-    out: Annotated[Path | None, typer.Option("--out", help="Write the partition (.npz) here.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the partition (.npz) here.")] = None,
     compare_mp16: Annotated[
         bool, typer.Option("--compare-mp16", help="Compare with shared/data/geocells/cells_50_*.csv.")
     ] = False,
@@ -120,7 +114,7 @@ def geocells_command(
 def train_command(
     objective: Annotated[str, typer.Argument(help="geosurge or geoclip")],
     train: Annotated[Path, typer.Option("--train", help="Training shard folder.")],
-    out: Annotated[Path, typer.Option("--out", help="Run folder (checkpoints, metrics.csv, tensorboard/).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (checkpoints, metrics.csv, tensorboard/).")],
     val: Annotated[Path | None, typer.Option("--val", help="Validation shard folder (early stopping).")] = None,
     partition: Annotated[
         Path | None,
@@ -129,21 +123,21 @@ def train_command(
     tau_max: Annotated[
         str | None, typer.Option("--tau-max", help="Comma-separated tau_max (when building the partition).")
     ] = None,
-    tau_min: Annotated[int | None, typer.Option("--tau-min")] = None,
+    tau_min: Annotated[int | None, typer.Option("--tau-min", help="Drop cells with fewer photos.")] = None,
     levels: Annotated[int, typer.Option("--levels", help="Use the finest N levels of the partition (0 = all).")] = 0,
     loss: Annotated[str, typer.Option("--loss", help="InfoNCE variant: full or inbatch.")] = "inbatch",
     proj_hidden: Annotated[int, typer.Option(help="Hidden width of the visual projection (0 = linear).")] = 0,
-    epochs: Annotated[int, typer.Option()] = 10,
+    epochs: Annotated[int, typer.Option(help="Passes over the training shards.")] = 10,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Global batch size.")] = 1024,
-    lr: Annotated[float, typer.Option()] = 1e-4,
-    weight_decay: Annotated[float, typer.Option("--weight-decay")] = 1e-4,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-4,
+    weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay.")] = 1e-4,
     gamma: Annotated[float, typer.Option(help="LR decay factor per epoch.")] = 0.5,
     patience: Annotated[int, typer.Option(help="Early-stopping patience (epochs).")] = 4,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Annotated[int, typer.Option(help="Random seed (initialisation, batch order).")] = 0,
     checkpoint_every: Annotated[
         int, typer.Option("--checkpoint-every", help="Steps between checkpoints (0 = epoch ends).")
     ] = 0,
-    max_steps: Annotated[int, typer.Option("--max-steps")] = 0,
+    max_steps: Annotated[int, typer.Option("--max-steps", help="Stop after this many steps (0 = no limit).")] = 0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,
     queue_size: Annotated[int, typer.Option("--queue-size", help="GeoCLIP GPS queue length.")] = 4096,
     pretrained: Annotated[
@@ -153,8 +147,10 @@ def train_command(
         bool, typer.Option("--freeze-location", help="GeoCLIP: keep the location encoder fixed.")
     ] = False,
     threads: Annotated[int, typer.Option(help="Torch threads (0 = default).")] = 0,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
-    tensorboard: Annotated[bool, typer.Option("--tensorboard/--no-tensorboard")] = True,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    tensorboard: Annotated[
+        bool, typer.Option("--tensorboard/--no-tensorboard", help="Write TensorBoard logs to OUT/tensorboard/.")
+    ] = True,
     kill_at_step: Annotated[int, typer.Option("--kill-at-step", hidden=True)] = 0,
     dtype: Annotated[str, typer.Option("--dtype", help="float32, or float64 for equivalence checks.")] = "float32",
     optimizer: Annotated[
@@ -167,11 +163,10 @@ def train_command(
     ] = "adamw",
 ) -> None:
     """Train a GeoSURGE or GeoCLIP head on embedding shards (torchrun-aware)."""
-    from terraloc.cli.progress import train_bar
     from terraloc.train import distributed
     from terraloc.train.objectives import build_objective
     from terraloc.train.shards import ShardSet
-    from terraloc.train.trainer import TrainConfig, fit
+    from terraloc.train.trainer import TrainConfig, fit, report_progress
 
     info = distributed.init()
     try:
@@ -181,6 +176,7 @@ def train_command(
             objective, tr, val=va, seed=seed, partition=partition, tau_max=_parse_taus(tau_max), tau_min=tau_min,
             levels=levels, loss=loss, proj_hidden=proj_hidden, queue_size=queue_size, pretrained=pretrained,
             freeze_location=freeze_location,
+            log=(lambda m: err_console.print(m, markup=False)) if info.is_main else None,
         )  # fmt: skip
         cfg = TrainConfig(
             out_dir=out,
@@ -201,8 +197,7 @@ def train_command(
             dtype=dtype,
             optimizer=optimizer,
         )
-        with train_bar(progress and info.is_main) as bar:
-            res = fit(obj, tr, va, cfg, info, progress=bar)
+        res = fit(obj, tr, va, cfg, info, progress=report_progress)
         if info.is_main:
             err_console.print(
                 f"{res.epochs_run} epoch(s), {res.steps} steps, best val loss {res.best_val_loss:.4f} "
@@ -217,17 +212,24 @@ def train_command(
 @app.command("embed")
 def embed_command(
     photos: Annotated[
-        Path, typer.Option("--photos", help="CSV with columns path,lat,lon (paths relative to the CSV).")
+        str,
+        typer.Option(
+            "--photos",
+            help="Geotagged photos: a CSV/Parquet manifest (path or id + lat/lon columns; paths relative to it) "
+            "or a folder or glob of photos with EXIF GPS.",
+        ),
     ],
-    out: Annotated[Path, typer.Option("--out", help="Shard folder to write.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Shard folder to write.")],
     backbone: Annotated[
-        str, typer.Option("--backbone", help="Image backbone spec (see terraloc.encoders.image).")
-    ] = "clip-vit-large-patch14",
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
-    shard_rows: Annotated[int, typer.Option("--shard-rows")] = 16384,
-    id_col: Annotated[str, typer.Option(help="Id column (default: the path).")] = "path",
-    workers: Annotated[int, typer.Option("--workers", help="Decoding threads (local) or Ray actors' CPUs.")] = 2,
-    engine: Annotated[str, typer.Option("--engine", help="Embedding engine: local or ray.")] = "local",
+        str, typer.Option("--backbone", help="Image backbone spec (the same default as `terraloc predict`).")
+    ] = DEFAULT_BACKBONE,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per backbone call.")] = 32,
+    shard_rows: Annotated[int, typer.Option("--shard-rows", help="Rows per shard file.")] = 16384,
+    workers: Annotated[int, typer.Option(help="Decoding threads.")] = 2,
+    id_col: Annotated[str | None, typer.Option(help="Manifest id column (default: the path column).")] = None,
+    lat_col: Annotated[str | None, typer.Option(help="Manifest latitude column (default: detected).")] = None,
+    lon_col: Annotated[str | None, typer.Option(help="Manifest longitude column (default: detected).")] = None,
+    engine: Annotated[str, typer.Option("--engine", help="Embedding engine: local or ray (Ray Data).")] = "local",
 ) -> None:
     """Embed geotagged photos with a backbone and write training shards (bad images are skipped).
 
@@ -237,7 +239,7 @@ def embed_command(
 
     n, errors = embed_to_shards(
         photos, out, backbone, batch_size=batch_size, shard_rows=shard_rows, id_col=id_col, workers=workers,
-        engine=engine,
+        lat_col=lat_col, lon_col=lon_col, engine=engine,
     )  # fmt: skip
     for e in errors:
         err_console.print(f"skipped: {e}", markup=False)
@@ -258,18 +260,18 @@ def bench_geosurge(
     ] = "mp16",
 ) -> None:
     """Hierarchy-depth ablation (1/3/5/7 levels) and GeoSURGE vs GeoCLIP-style head on the SYNTHETIC world."""
-    from terraloc.cli.progress import count_bar, train_bar
     from terraloc.evaluate.thresholds import THRESHOLD_KEYS
+    from terraloc.progress import callback
     from terraloc.train.ablation import run_bench
+    from terraloc.train.trainer import report_progress
 
-    with count_bar("location features (synthetic world)", not as_json) as built, train_bar(not as_json) as bar:
-        res = run_bench(
-            quick=quick,
-            progress=bar if not as_json else None,
-            log=None if as_json else (lambda m: err_console.print(m, markup=False)),
-            geometry=geometry,
-            build_progress=built,
-        )
+    res = run_bench(
+        quick=quick,
+        progress=report_progress,
+        log=None if as_json else (lambda m: err_console.print(m, markup=False)),
+        geometry=geometry,
+        build_progress=callback("location features of the synthetic world (first use only)"),
+    )
     if as_json:
         typer.echo(json.dumps(res))
         return
@@ -323,10 +325,9 @@ def bench_geosurge_train(
     if threads:
         torch.set_num_threads(threads)
     root = home_dir() / "synthetic"
-    from terraloc.cli.progress import count_bar
+    from terraloc.progress import callback
 
-    with count_bar("location features (synthetic world)", not as_json) as built:
-        world = build_world(root, WorldSpec(), progress=built)
+    world = build_world(root, WorldSpec(), progress=callback("location features of the synthetic world (first use)"))
     say = None if as_json else (lambda m: err_console.print(m, markup=False))
     res = run_throughput(world.train, root / "bench-runs" / "throughput", steps=steps, log=say)
     if as_json:

@@ -433,14 +433,20 @@ def default_gallery(
     out = galleries_dir() / f"geoclip-100k-{encoder.encoder_id}-{encoder.weights_hash}-{dtype}"
     if (out / MANIFEST).exists():
         return Gallery.load(out, encoder)
+    from terraloc.progress import callback, finish
+
     coords = geoclip_gallery_coords()
-    return build_gallery(
-        coords,
-        encoder,
-        out,
-        dtype=dtype,
-        progress=progress,
-        reuse_existing=True,
-        overwrite=True,
-        extra={"source": "geoclip-100k"},
-    )
+    what = "building the GeoCLIP gallery cache (first use only)"
+    try:
+        return build_gallery(
+            coords,
+            encoder,
+            out,
+            dtype=dtype,
+            progress=progress or callback(what),
+            reuse_existing=True,
+            overwrite=True,
+            extra={"source": "geoclip-100k"},
+        )
+    finally:
+        finish(what)

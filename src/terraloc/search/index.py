@@ -362,13 +362,19 @@ def cached_index(
     """An index over ``embeddings`` (the rows of a gallery or reference database stored in ``folder``).
 
     ``flat`` is built in memory (nothing to save); ``hierarchical`` and FAISS indexes are loaded
-    from ``folder/indexes/`` (:func:`index_cache_name`) when saved before, else built and, with
-    ``cache``, saved there atomically.
+    from ``folder/indexes/`` (:func:`index_cache_name`) when saved before, else built (reported to
+    :mod:`terraloc.progress` as a task) and, with ``cache``, saved there atomically.
     """
+    import contextlib
+
+    from terraloc.progress import task
+
     file = Path(folder) / INDEX_DIR / index_cache_name(spec, **options)
     if cache and spec != "flat" and file.exists():
         return load_index(file, embeddings, expected_count=len(embeddings), **options)
-    idx = make_index(spec, embeddings, **options)
-    if cache and spec != "flat":
-        idx.save(file)
+    what = f"building the {spec} search index" + (" (saved for next time)" if cache else "")
+    with task(what) if spec != "flat" else contextlib.nullcontext():
+        idx = make_index(spec, embeddings, **options)
+        if cache and spec != "flat":
+            idx.save(file)
     return idx

@@ -1,15 +1,15 @@
 """``terraloc embed``: geotagged photos → embedding shards (``id, lat, lon, embedding``).
 
 Uses the image backbones of :mod:`terraloc.encoders.image` and the embedding loop of
-:func:`terraloc.search.refdb.embed_photos`; a photo that cannot be read is reported and skipped,
-the batch goes on.
-Shards are written by :class:`~terraloc.train.shards.ShardWriter` (atomic shards, manifest last).
+:func:`terraloc.search.refdb.embed_photos` (the one loop, engines ``local`` and ``ray``); a photo
+that cannot be read is reported and skipped, the batch goes on. Shards are written by
+:class:`~terraloc.train.shards.ShardWriter` (atomic shards, manifest last).
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,49 +29,40 @@ def _image_api() -> Any:
         ) from None
 
 
-def _rows(photos: Path, id_col: str) -> Iterator[tuple[str, Path, float, float, int]]:
-    import numpy as np
-
-    from terraloc.geo.coords import validate_latlon
-    from terraloc.table import parse_float_column, read_csv, require_columns
-
-    df = read_csv(photos)
-    require_columns(df, ["path", "lat", "lon", id_col], photos)
-    lat = parse_float_column(df, "lat", photos).values
-    lon = parse_float_column(df, "lon", photos).values
-    lines = df["_line"].to_numpy()
-    validate_latlon(np.stack([lat, lon], 1), source=str(photos), rows=lines)
-    for p, i, a, o, ln in zip(df["path"], df[id_col], lat, lon, lines, strict=True):
-        yield str(i), photos.parent / str(p), float(a), float(o), int(ln)
-
-
 def embed_to_shards(
-    photos: Path,
+    photos: str | Path | Sequence[str | Path],
     out: Path,
     backbone: str,
     batch_size: int = 32,
     shard_rows: int = 16384,
-    id_col: str = "path",
+    id_col: str | None = None,
     workers: int = 2,
+    lat_col: str | None = None,
+    lon_col: str | None = None,
     engine: str = "local",
 ) -> tuple[int, list[str]]:
-    """Embed the photos listed in ``photos`` (CSV ``path,lat,lon``) into shards under ``out``.
+    """Embed geotagged photos into shards under ``out``.
 
-    Embedding is :func:`terraloc.search.refdb.embed_photos` (the one embedding loop: threaded
-    decoding, per-file errors, ``engine`` ``local`` or ``ray``), one shard's rows at a time;
-    embeddings are the backbone's L2-normalised ``(N, D)`` float32. The manifest records the
-    backbone (``{"id", "hash", "dim"}``), which every checkpoint trained on the shards copies.
+    ``photos`` is anything :func:`terraloc.inputs.read_photo_inputs` reads with coordinates: a
+    CSV/Parquet manifest (``path,lat,lon``, ``IMG_ID,LAT,LON``, ... columns detected
+    case-insensitively, paths relative to the manifest) or a folder/glob of EXIF-geotagged photos.
+    Embedding is :func:`terraloc.search.refdb.embed_photos` (threaded decoding, per-file errors,
+    ``engine`` ``local`` or ``ray``), one shard's rows at a time; embeddings are the backbone's
+    L2-normalised ``(N, D)`` float32. Shard ids are the manifest's id column (``id_col``; default the
+    path as written) or file stems. The manifest records the backbone (``{"id", "hash", "dim"}``),
+    which every checkpoint trained on the shards copies.
 
     Returns:
         ``(rows written, one message per skipped photo)``.
     """
-    api = _image_api()
+    from terraloc.inputs import read_photo_inputs
     from terraloc.search.refdb import embed_photos
 
+    api = _image_api()
+    inp = read_photo_inputs(photos, id_col=id_col, lat_col=lat_col, lon_col=lon_col, require_coords=True)
+    assert inp.coords is not None
+    errors: list[str] = [f"{item}: {reason}" for item, reason in inp.skipped]
     model = api.load_backbone(backbone)
-    rows = list(_rows(photos, id_col))
-    if not rows:
-        raise InputError("no photo rows", path=photos)
     desc = model.describe()
     meta = {
         "backbone": desc,  # copied into every checkpoint trained on these shards
@@ -79,21 +70,19 @@ def embed_to_shards(
         "weights_hash": desc["hash"],
         "synthetic": False,
     }
+    where = [f"{inp.source}, line {ln}" for ln in inp.lines] if inp.lines is not None else list(inp.paths)
     writer = ShardWriter(out, int(model.dim), shard_rows, meta)
-    errors: list[str] = []
     n = 0
-    for lo in range(0, len(rows), shard_rows):
-        chunk = rows[lo : lo + shard_rows]
-        emb, ok, errs = embed_photos(
-            [str(r[1]) for r in chunk], model, engine=engine, batch_size=batch_size, workers=workers
-        )
+    for lo in range(0, len(inp.paths), shard_rows):
+        paths = [str(p) for p in inp.paths[lo : lo + shard_rows]]
+        emb, ok, errs = embed_photos(paths, model, engine=engine, batch_size=batch_size, workers=workers)
         for i, msg in sorted(errs.items()):
-            errors.append(f"{photos}, line {chunk[i][4]}: {msg}")
+            errors.append(f"{where[lo + i]}: {msg}")
         keep = np.flatnonzero(ok)
         if len(keep):
-            writer.add([chunk[i][0] for i in keep], np.array([[chunk[i][2], chunk[i][3]] for i in keep]), emb[keep])
+            writer.add([inp.ids[lo + i] for i in keep], inp.coords[lo + keep], emb[keep])
             n += len(keep)
     if n == 0:
-        raise InputError("no photo could be embedded", path=photos)
+        raise InputError("no photo could be embedded", path=inp.source)
     writer.close()
     return n, errors

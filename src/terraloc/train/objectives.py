@@ -8,7 +8,7 @@ loss, validates, and saves/loads its own checkpoint payload. Both are ``nn.Modul
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -279,12 +279,14 @@ def build_objective(
     queue_size: int = 4096,
     pretrained: bool = False,
     freeze_location: bool = False,
+    log: Callable[[str], None] | None = None,
 ) -> GeoSurgeObjective | GeoClipObjective:
     """The objective ``terraloc train KIND`` trains (``"geosurge"`` or ``"geoclip"``), seeded with ``seed``.
 
     GeoSURGE: the ``partition`` (an :class:`S2Partition` or its ``.npz``), else one built from the
-    training coordinates with ``tau_max`` (default: the paper's taus scaled to the row count) and
-    ``tau_min`` (default 50); ``levels`` keeps only the finest N levels (0 = all). GeoCLIP: the
+    training coordinates with ``tau_max`` / ``tau_min`` (each defaulting to the paper's MP-16 values
+    scaled to the row count; the scaled taus are reported through ``log``); ``levels`` keeps only
+    the finest N levels (0 = all). GeoCLIP: the
     image MLP, location encoder and logit scale (``pretrained``: GeoCLIP's published weights;
     ``freeze_location``: the location encoder is not trained), with the training coordinates as
     validation gallery when ``val`` is given.
@@ -302,11 +304,14 @@ def build_objective(
             part = S2Partition.load(partition)
         else:
             coords = train.coords()
-            tmin = GEOSURGE_TAU_MIN if tau_min is None else tau_min
-            if tau_max is None:
-                tmax, tmin = scale_taus(len(coords), GEOSURGE_TAU_MAX, tmin)
-            else:
-                tmax = tuple(tau_max)
+            scaled_max, scaled_min = scale_taus(len(coords), GEOSURGE_TAU_MAX, GEOSURGE_TAU_MIN)
+            tmin = scaled_min if tau_min is None else tau_min
+            tmax = scaled_max if tau_max is None else tuple(tau_max)
+            if tau_max is None and log is not None:
+                log(
+                    f"geocells: MP-16 thresholds scaled to {len(coords):,} photos: tau_max {list(tmax)}, "
+                    f"tau_min {tmin} (set --tau-max/--tau-min to choose)"
+                )
             part = S2Partition.build(coords, tmax, tmin, source=str(train.path))
         if levels:
             if not 1 <= levels <= part.n_levels:

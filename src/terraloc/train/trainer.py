@@ -35,6 +35,13 @@ ProgressFn = Callable[[int, int, int, int, float | None], None]
 """``progress(epoch, epochs, step, steps_per_epoch, loss)``; see :func:`fit`."""
 
 
+def report_progress(epoch: int, epochs: int, step: int, steps: int, loss: float | None) -> None:
+    """A :data:`ProgressFn` that reports each epoch as a task to :mod:`terraloc.progress` (the front end's bar)."""
+    from terraloc.progress import report
+
+    report(f"training epoch {epoch + 1}/{epochs}", step, steps)
+
+
 @dataclass
 class TrainConfig:
     """Optimisation settings (the paper's defaults)."""
