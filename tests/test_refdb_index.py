@@ -84,7 +84,7 @@ def test_db_build_index_option_and_predict(shared: Path, tmp_path: Path, cli) ->
     tiny = make_tiny_clip(tmp_path / "tiny")
     photos = shared / "data" / "photos" / "osv5m" / "osv5m_photos.csv"
     r = cli(
-        "db", "build", "--images", photos, "--backbone", tiny, "--out", tmp_path / "db", "--index", "IVF2,Flat@nprobe=2"
+        "db", "build", "--photos", photos, "--backbone", tiny, "--out", tmp_path / "db", "--index", "IVF2,Flat@nprobe=2"
     )
     assert r.code == 0, r.err
     db = ReferenceDatabase.load(tmp_path / "db")
@@ -94,5 +94,5 @@ def test_db_build_index_option_and_predict(shared: Path, tmp_path: Path, cli) ->
     assert r.code == 0, r.err
     # the query photo is in the database: its own location comes first
     assert json.loads(r.out.strip().splitlines()[0])["candidates"][0]["lat"] == pytest.approx(-31.98768, abs=1e-3)
-    r = cli("db", "build", "--images", photos, "--backbone", tiny, "--out", tmp_path / "db2", "--index", "IVF2,Bogus")
+    r = cli("db", "build", "--photos", photos, "--backbone", tiny, "--out", tmp_path / "db2", "--index", "IVF2,Bogus")
     assert r.code == 2 and "FAISS factory string" in r.err and len(r.err.strip().splitlines()) == 1
