@@ -112,7 +112,7 @@ def geocells_command(
 
 @app.command("train")
 def train_command(
-    objective: Annotated[str, typer.Argument(help="geosurge or geoclip")],
+    objective: Annotated[str, typer.Argument(help="geosurge, geoclip or g3")],
     train: Annotated[Path, typer.Option("--train", help="Training shard folder.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (checkpoints, metrics.csv, tensorboard/).")],
     val: Annotated[Path | None, typer.Option("--val", help="Validation shard folder (early stopping).")] = None,

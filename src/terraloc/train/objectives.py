@@ -281,7 +281,7 @@ def build_objective(
     freeze_location: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> GeoSurgeObjective | GeoClipObjective:
-    """The objective ``terraloc train KIND`` trains (``"geosurge"`` or ``"geoclip"``), seeded with ``seed``.
+    """The objective ``terraloc train KIND`` trains (``"geosurge"``, ``"geoclip"`` or ``"g3"``), seeded with ``seed``.
 
     GeoSURGE: the ``partition`` (an :class:`S2Partition` or its ``.npz``), else one built from the
     training coordinates with ``tau_max`` / ``tau_min`` (each defaulting to the paper's MP-16 values
@@ -289,7 +289,7 @@ def build_objective(
     the finest N levels (0 = all). GeoCLIP: the
     image MLP, location encoder and logit scale (``pretrained``: GeoCLIP's published weights;
     ``freeze_location``: the location encoder is not trained), with the training coordinates as
-    validation gallery when ``val`` is given.
+    validation gallery when ``val`` is given. G3: :func:`terraloc.train.g3.build_g3_objective`.
 
     Raises:
         InputError: unknown kind, or ``levels`` outside ``1..n_levels``.
@@ -324,4 +324,8 @@ def build_objective(
         if val is not None:
             obj.set_gallery(train.coords())
         return obj
-    raise InputError(f"unknown objective '{kind}' (geosurge or geoclip)", field="OBJECTIVE")
+    if kind == "g3":
+        from terraloc.train.g3 import build_g3_objective
+
+        return build_g3_objective(train, val)  # type: ignore[return-value]
+    raise InputError(f"unknown objective '{kind}' (geosurge, geoclip or g3)", field="OBJECTIVE")
