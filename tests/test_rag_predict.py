@@ -48,9 +48,9 @@ def test_ray_engine_builds_the_same_database(
     outs = {}
     for engine in ("local", "ray"):
         outs[engine] = tmp_path / f"db-{engine}"
-        r = cli("db", "build", "--images", csv_path, "--backbone", tiny_clip, "--out", outs[engine],
+        r = cli("db", "build", "--photos", csv_path, "--backbone", tiny_clip, "--out", outs[engine],
                 "--engine", engine, "--workers", "1", "--batch-size", "8", "--shard-size", "12")  # fmt: skip
-        assert r.code == 0, r.err
+        assert r.code == 2, r.err  # a skipped photo is reported and fails the run; the rest is built
         assert "broken.jpg" in r.err
     a, b = ReferenceDatabase.load(outs["local"]), ReferenceDatabase.load(outs["ray"])
     assert len(a) == len(b) == 20
@@ -94,7 +94,26 @@ def test_predict_with_rag_reasoner(shared: Path, cli, local_db: Path, tiny_clip:
     assert far[0].score < near[-1].score and far[0].source == "refdb-farthest"
 
     # Bad combinations are one-line errors.
-    r = cli("predict", photos[0], "--reasoner", "rag", "--backbone", tiny_clip)
-    assert r.code == 2 and "needs a reference database" in r.err
     r = cli("predict", photos[0], "--db", db, "--reasoner", "magic")
     assert r.code == 2 and "unknown reasoner" in r.err
+
+
+@pytest.mark.slow
+def test_rag_reasoner_after_the_geoclip_head_without_a_database(
+    shared: Path, cli, tiny_clip: Path, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """The reasoning stage ranks any head's candidates: GeoCLIP's gallery top-k, no database needed."""
+    coords = shared / "data/photos/osv5m/osv5m_photos.csv"
+    gallery = tmp_path / "gallery"
+    assert cli("gallery", "build", "--coords", coords, "--out", gallery).code == 0
+    photo = sorted((shared / "data/photos/osv5m").glob("*.jpg"))[0]
+    base = ("predict", photo, "--backbone", tiny_clip, "--gallery", gallery, "--top-k", "5", "--format", "jsonl")
+    plain = cli(*base, "--no-places")
+    staged = cli(*base, "--no-places", "--reasoner", "rag")
+    assert plain.code == 0 and staged.code == 0, plain.err + staged.err
+    head_cands = {(round(c["lat"], 5), round(c["lon"], 5)) for c in json.loads(plain.out)["candidates"]}
+    row = json.loads(staged.out)
+    assert row["model"]["reasoner"]["name"] == "rag"
+    # Without a database or an LLM, the reasoner can only re-rank the head's own candidates.
+    got = [(round(c["lat"], 5), round(c["lon"], 5)) for c in row["candidates"]]
+    assert got and set(got) <= head_cands
