@@ -117,9 +117,11 @@ def test_db_build_ivf_and_predict_merge(shared: Path, photos: Path, tmp_path: Pa
     skipped = (ivf / "skipped.csv").read_text()
     assert "empty.jpg" in skipped and "text.jpg" in skipped
     a, b = ReferenceDatabase.load(flat), ReferenceDatabase.load(ivf)
-    assert b.manifest["index"] == "IVF4,Flat" and not (ivf / ".work").exists()
+    assert b.manifest["index"] == {"spec": "IVF4,Flat", "options": {"params": "nprobe=4"}}
+    assert not (ivf / ".work").exists()
     pd.testing.assert_frame_equal(a.table, b.table)
-    q = a.index.reconstruct_n(0, len(a))
+    q = np.asarray(a.embeddings)
+    np.testing.assert_allclose(q, np.asarray(b.embeddings), atol=1e-6)
     assert (a.search(q, 3)[1] == b.search(q, 3)[1]).all()  # nprobe = all lists: exact
 
     # predictions through the engine, merged into a CSV that `terraloc eval` reads

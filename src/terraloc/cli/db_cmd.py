@@ -1,4 +1,4 @@
-"""``terraloc db build|info``: reference-photo databases (FAISS + Parquet)."""
+"""``terraloc db build|info``: reference-photo databases (embeddings + search index + Parquet)."""
 
 from __future__ import annotations
 
@@ -31,10 +31,10 @@ def db_build(
         str,
         typer.Option(
             "--index",
-            help="FAISS factory string, optionally with search parameters: Flat, HNSW32, 'IVF1024,PQ32@nprobe=16'.",
+            help="Search index the database is searched with: flat (exact), hierarchical@OPTIONS or a FAISS "
+            "factory string with @PARAMS, e.g. 'IVF1024,PQ32@nprobe=16' for a large database.",
         ),
-    ] = "Flat",
-    train_size: Annotated[int, typer.Option(help="Rows sampled to train IVF/PQ indexes.")] = 100_000,
+    ] = "flat",
     id_col: Annotated[str | None, typer.Option(help="Manifest id/path column (default: detected).")] = None,
     lat_col: Annotated[str | None, typer.Option(help="Manifest latitude column (default: detected).")] = None,
     lon_col: Annotated[str | None, typer.Option(help="Manifest longitude column (default: detected).")] = None,
@@ -82,7 +82,6 @@ def db_build(
             out,
             eng,
             index=index,
-            train_size=train_size,
             part_size=part_size,
             batch_size=batch_size,
             decode_threads=workers if engine == "local" else 1,

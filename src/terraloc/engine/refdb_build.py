@@ -54,37 +54,10 @@ def geotagged_items(
     return items
 
 
-def parse_index_spec(spec: str) -> tuple[str, str]:
-    """``"IVF256,Flat@nprobe=16"`` → (FAISS factory string, FAISS search parameters), read by
-    :func:`terraloc.search.spec.parse_index_spec` (``flat`` is FAISS ``Flat``; IVF/HNSW without
-    parameters get its defaults)."""
-    from terraloc.search.spec import parse_index_spec as parse
-
-    factory, opts = parse(spec)
-    if factory == "hierarchical":
-        raise InputError("a reference database takes a FAISS factory string, not 'hierarchical'", field="index")
-    if factory == "flat":
-        return "Flat", ""
-    return factory, str(opts.get("params", ""))
-
-
 def _embeddings(t: pa.Table) -> NDArray[np.float32]:
     col = t.column("embedding").combine_chunks()
     d = col.type.list_size
     return np.asarray(col.values.to_numpy(zero_copy_only=False), dtype=np.float32).reshape(-1, d)
-
-
-def _train_sample(parts: list[Path], rows: list[int], size: int, seed: int) -> NDArray[np.float32]:
-    """A seeded uniform sample of ``size`` embedding rows, read part by part."""
-    total = sum(rows)
-    pick = np.sort(np.random.default_rng(seed).choice(total, size=min(size, total), replace=False))
-    out, start = [], 0
-    for f, n in zip(parts, rows, strict=True):
-        sel = pick[(pick >= start) & (pick < start + n)] - start
-        if len(sel):
-            out.append(_embeddings(pq.read_table(f, columns=["embedding"]))[sel])
-        start += n
-    return np.concatenate(out)
 
 
 def build_refdb(
@@ -94,12 +67,10 @@ def build_refdb(
     engine: Engine,
     *,
     index: str = "Flat",
-    train_size: int = 100_000,
     part_size: int | None = None,
     batch_size: int = 32,
     decode_threads: int = 1,
     places: bool = True,
-    seed: int = 0,
     on_progress: ProgressCallback | None = None,
 ) -> dict[str, Any]:
     """Build a :class:`~terraloc.search.refdb.ReferenceDatabase` at ``out``; resumable.
@@ -107,13 +78,15 @@ def build_refdb(
     Returns:
         ``{"n", "skipped" [(path, reason)], "index", "summary" (RunSummary), "seconds"}``.
     """
-    import faiss
-
     t0 = time.perf_counter()
     out = Path(out)
     if (out / "manifest.json").exists():
         raise InputError("a complete database already exists here (delete the folder to rebuild)", path=out)
-    factory, params = parse_index_spec(index)
+    from terraloc.search.index import cached_index
+    from terraloc.search.refdb import EMBEDDINGS_FILE, _check_index_spec
+    from terraloc.search.spec import parse_index_spec as parse
+
+    spec_name, spec_options = parse(index, field="index")
     work = out / WORK
     spec = EmbedSpec(backbone, batch_size=batch_size, decode_threads=decode_threads)
     summary: RunSummary = run_job(spec, items, work, engine, part_size=part_size, on_progress=on_progress)
@@ -121,6 +94,7 @@ def build_refdb(
     assert man is not None
     desc = man["model"]["backbone"]
     dim = int(desc["dim"])
+    _check_index_spec(spec_name, spec_options, dim)
     files = [work / p["file"] for p in man["parts"]]
     rows = [int(p["rows"]) for p in man["parts"]]
     n = sum(rows)
@@ -130,35 +104,24 @@ def build_refdb(
             if r["index"]:
                 skipped.append((r["path"], r["reason"]))
     if n == 0:
-        raise InputError("no usable geotagged photos (see the skipped list)", path=out)
-    try:
-        idx = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
-    except RuntimeError as exc:
-        raise InputError(f"bad FAISS factory string '{factory}': {str(exc).splitlines()[0]}", field="index") from None
-    if not idx.is_trained:
-        sample = _train_sample(files, rows, train_size, seed)
-        try:
-            idx.train(sample)
-        except RuntimeError as exc:
-            raise InputError(
-                f"cannot train '{factory}' on {len(sample)} rows: {str(exc).splitlines()[0]}", field="index"
-            ) from None
-    if params:
-        try:
-            faiss.ParameterSpace().set_index_parameters(idx, params)  # type: ignore[arg-type]
-        except RuntimeError as exc:
-            raise InputError(f"bad FAISS search parameters '{params}': {exc}", field="index") from None
+        write_skipped(out / "skipped.csv", skipped)
+        raise InputError(f"no photo could be embedded; skipped list written to {out / 'skipped.csv'}", path=out)
     schema = pa.schema([("id", pa.string()), ("path", pa.string()), ("lat", pa.float64()), ("lon", pa.float64())])
     if places:
         schema = schema.append(pa.field("city", pa.string()))
         schema = schema.append(pa.field("admin1", pa.string()))
         schema = schema.append(pa.field("country", pa.string()))
+    # embeddings.npy written part by part through a memory map (never all rows in memory at once)
+    tmp_emb = out / f".{EMBEDDINGS_FILE}.tmp"
+    emb = np.lib.format.open_memmap(tmp_emb, mode="w+", dtype=np.float32, shape=(n, dim))
+    pos = 0
     with atomic_write(out / "table.parquet", "wb") as tfh, pq.ParquetWriter(tfh, schema) as writer:
         for f in files:
             t = pq.read_table(f)
             if t.num_rows == 0:
                 continue
-            idx.add(np.ascontiguousarray(_embeddings(t)))
+            emb[pos : pos + t.num_rows] = _embeddings(t)
+            pos += t.num_rows
             cols: dict[str, Any] = {c: t.column(c) for c in ("id", "path", "lat", "lon")}
             if places:
                 from terraloc.geo.places import reverse_geocode
@@ -168,18 +131,19 @@ def build_refdb(
                 cols["admin1"] = pa.array([p.admin1 for p in pl], pa.string())
                 cols["country"] = pa.array([p.country for p in pl], pa.string())
             writer.write_table(pa.table(cols, schema=schema))
-    tmp = out / ".index.faiss.tmp"
-    faiss.write_index(idx, str(tmp))
-    tmp.replace(out / "index.faiss")
+    emb.flush()
+    del emb
+    tmp_emb.replace(out / EMBEDDINGS_FILE)
+    stored = np.load(out / EMBEDDINGS_FILE, mmap_mode="r")
+    cached_index(out, stored, spec_name, **spec_options)  # builds and saves a non-flat index
     write_skipped(out / "skipped.csv", skipped)
     manifest = {
         "version": MANIFEST_VERSION,
         "backbone": desc,
         "n": n,
         "skipped": len(skipped),
-        "index": factory,
-        "search_params": params,
         "metric": "inner product of L2-normalised float32 embeddings",
+        "index": {"spec": spec_name, "options": dict(spec_options)},
         "complete": True,
     }
     atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2))
