@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -13,20 +13,24 @@ from terraloc.cli.app import app, bench_app, err_console, fail, out_console
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
 
-def _model_loader(  # type: ignore[no-untyped-def]
-    backbone: str | None, head: str | None, db: Path | None, ten_crop: bool, places: bool, predictor: str | None
-):
-    """A zero-argument callable that loads the model (run in the server's background thread)."""
+def _model_loader(predictor: str | None, **options: Any):  # type: ignore[no-untyped-def]
+    """A zero-argument callable that loads the model (run in the server's background thread).
+
+    Options are resolved here, before the server starts, by the same function as ``terraloc
+    predict`` (``terraloc.pipeline.resolve_config``): a bad option fails at once, exit 2.
+    """
+    from terraloc.pipeline import resolve_config
     from terraloc.serve.geolocator import geolocator_loader
     from terraloc.serve.predictor import import_factory
 
     if predictor:
         return import_factory(predictor)
-    if db is not None and not db.is_dir():
+    db = options.get("db")
+    if db is not None and not Path(db).is_dir():
         fail(f"--db: {db}: no such folder")
-    if backbone is not None or db is None:
-        _precheck_backbone(backbone or "clip-vit-large-patch14")
-    return geolocator_loader(backbone, head, str(db) if db else None, ten_crop, places)
+    config, source = resolve_config(**options)
+    _precheck_backbone(config.backbone)
+    return geolocator_loader(config, source)
 
 
 def _precheck_backbone(spec: str) -> None:
@@ -59,12 +63,30 @@ def serve(
             "predict(images, top_k) and describe()."
         ),
     ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="A saved geolocator folder (Geolocator.save_pretrained) or a preset name."),
+    ] = None,
     head: Annotated[
-        str | None, typer.Option(help="geoclip (GPS gallery) or refdb (reference photos, needs --db).")
+        str | None,
+        typer.Option(help="geoclip, refdb (needs --db), geosurge (needs --checkpoint), geosurge+fusion (--fusion)."),
+    ] = None,
+    gallery: Annotated[
+        str | None, typer.Option(help="GPS gallery for the geoclip head: geoclip-100k or a gallery folder.")
+    ] = None,
+    index: Annotated[
+        str | None, typer.Option(help="Gallery search: flat, hierarchical@OPTS or a FAISS factory string@PARAMS.")
     ] = None,
     db: Annotated[Path | None, typer.Option("--db", help="Reference database folder (terraloc db build).")] = None,
-    ten_crop: Annotated[bool, typer.Option(help="Average the logits of ten crops (geoclip head).")] = False,
-    places: Annotated[bool, typer.Option(help="Add offline place names.")] = True,
+    checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Trained GeoSURGE checkpoint.")] = None,
+    fusion: Annotated[Path | None, typer.Option(help="Semantic-fusion checkpoint (terraloc fusion train).")] = None,
+    segmenter: Annotated[str | None, typer.Option(help="Segmentation provider for --fusion.")] = None,
+    reasoner: Annotated[str | None, typer.Option(help="rag: the RAG reasoning stage (needs --db).")] = None,
+    llm: Annotated[str | None, typer.Option(help="LLM for --reasoner rag.")] = None,
+    ten_crop: Annotated[
+        bool | None, typer.Option("--ten-crop/--no-ten-crop", help="Average the logits of ten crops (geoclip head).")
+    ] = None,
+    places: Annotated[bool | None, typer.Option("--places/--no-places", help="Add offline place names.")] = None,
     top_k: Annotated[int, typer.Option(help="Default number of candidates per photo.", min=1)] = 5,
     max_upload_mb: Annotated[float, typer.Option(help="Largest accepted image file, in MB.", min=0.001)] = 20.0,
     max_pixels: Annotated[int, typer.Option(help="Largest accepted image, in pixels (w x h).", min=1)] = 100_000_000,
@@ -96,13 +118,28 @@ def serve(
 
     if log_level.lower() not in ("debug", "info", "warning", "error"):
         fail(f"--log-level: expected debug, info, warning or error, got '{log_level}'")
-    if backbone and predictor:
-        fail("--backbone and --predictor exclude each other")
+    if (backbone or model) and predictor:
+        fail("--backbone/--model and --predictor exclude each other")
     if tile_url and not tile_url.startswith(("http://", "https://")):
         fail(f"--tile-url: expected an http(s) URL template, got '{tile_url}'")
     if api_key is not None and not api_key.strip():
         fail("--api-key (or TERRALOC_API_KEY) is empty")
-    loader = _model_loader(backbone, head, db, ten_crop, places, predictor)
+    loader = _model_loader(
+        predictor,
+        model=model,
+        backbone=backbone,
+        head=head,
+        gallery=gallery,
+        index=index,
+        db=db,
+        checkpoint=checkpoint,
+        fusion=fusion,
+        segmenter=segmenter,
+        reasoner=reasoner,
+        llm=llm,
+        ten_crop=ten_crop,
+        places=places,
+    )
     settings = ServeSettings(
         host=host,
         port=port,
