@@ -29,7 +29,7 @@ step() {  # step NAME CMD...: run quietly (stdout to $OUT/logs/NAME.out, stderr 
 
 # [1] end to end on real photos
 if [ ! -f "$OUT/refdb_effnet/manifest.json" ]; then
-  step db_build "$TL" db build --images "$SHARED/data/photos/im2gps3k_dev/metadata.csv" \
+  step db_build "$TL" db build --photos "$SHARED/data/photos/im2gps3k_dev/metadata.csv" \
     --backbone efficientnet-lite0 --out "$OUT/refdb_effnet"
 fi
 # --resume keeps what an interrupted run finished; a complete file is not recomputed

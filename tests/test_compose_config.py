@@ -28,7 +28,7 @@ def test_top_level_import() -> None:
         ({"no_such_option": 1}, "field 'no_such_option': unknown option"),
         ({"index": "hierarchical@beam"}, "field 'index': expected key=value"),
         ({"index": "hierarchical@beam=x"}, "field 'index': option value 'x'"),
-        ({"reasoner": "oracle"}, "field 'reasoner': Input should be 'rag'"),
+        ({"reasoner": "oracle"}, "field 'reasoner': unknown reasoner 'oracle'; known: rag"),
         ({"head": " "}, "field 'head': must not be empty"),
     ],
 )

@@ -129,7 +129,7 @@ def test_core_wheel_runs_help_eval_and_refdb_predict_outside_the_repo(
         w.writerow(["path", "lat", "lon"])
         w.writerows([[str(photos / r["IMG_ID"]), r["LAT"], r["LON"]] for r in rows[:24]])
     r = _run(
-        [str(terraloc), "db", "build", "--images", str(manifest), "--backbone", "efficientnet-lite0", "--out", "db"],
+        [str(terraloc), "db", "build", "--photos", str(manifest), "--backbone", "efficientnet-lite0", "--out", "db"],
         cwd=work,
         env=env,
     )
@@ -142,7 +142,7 @@ def test_core_wheel_runs_help_eval_and_refdb_predict_outside_the_repo(
 
     # A command whose extra is not installed says which one, in one line, exit 2.
     r = _run(
-        [str(terraloc), "db", "build", "--images", str(manifest), "--backbone", "efficientnet-lite0",
+        [str(terraloc), "db", "build", "--photos", str(manifest), "--backbone", "efficientnet-lite0",
          "--out", "db_ray", "--engine", "ray"],
         cwd=work,
         env=env,

@@ -141,7 +141,8 @@ def _time_backbone(bb: Any, pixels: Any, repeats: int = 1) -> float:
 
 @bench_app.command("predict")
 def bench_predict(
-    images: Annotated[int, typer.Option(help="Images per measurement (real shared JPEGs).")] = 16,
+    limit: Annotated[int | None, typer.Option(help="Images per measurement (real shared JPEGs; default 16).")] = None,
+    images_old: Annotated[int | None, typer.Option("--images", hidden=True, help="Old name of --limit.")] = None,
     sizes: Annotated[str, typer.Option(help="Comma-separated input sizes.")] = "224,336",
     batch_size: Annotated[int, typer.Option(help="Images per backbone call.")] = 8,
     workers: Annotated[int, typer.Option(help="Decoding threads.")] = 2,
@@ -159,6 +160,9 @@ def bench_predict(
     Reports images/s end to end (JPEG decode → top-5 with place names) and the share of the time
     spent outside the backbone; optionally int8 dynamic quantisation of the backbone's Linear layers.
     """
+    from terraloc.cli.options import renamed
+
+    images = renamed(limit, images_old, new="--limit", old="--images") or 16
     try:
         import onnxruntime
 

@@ -13,7 +13,7 @@ import typer
 from terraloc.cli.app import app, err_console, out_console
 from terraloc.errors import InputError
 
-FORMATS = ("table", "json", "csv", "geojson")
+FORMATS = ("table", "json", "csv", "geojson")  # "json" = JSON Lines (--format jsonl)
 
 
 def expand_inputs(paths: list[Path]) -> tuple[list[str], list[tuple[str, str]]]:
@@ -153,14 +153,15 @@ def predict_command(
         Path | None, typer.Option("--checkpoint", help="Trained GeoSURGE checkpoint (terraloc train geosurge).")
     ] = None,
     db: Annotated[Path | None, typer.Option("--db", help="Reference database folder (terraloc db build).")] = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="table, json (JSON Lines), csv or geojson.")] = "table",
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", "--out", help="Write results to this file (as they finish).")
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table, csv, jsonl (JSON Lines) or geojson.")] = "table",
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write results to this file (as they finish).")
     ] = None,
+    output_old: Annotated[Path | None, typer.Option("--output", hidden=True, help="Old name of --out.")] = None,
     map_html: Annotated[Path | None, typer.Option("--map", help="Also write an offline HTML map.")] = None,
-    resume: Annotated[bool, typer.Option(help="Skip images already in --output.")] = False,
+    resume: Annotated[bool, typer.Option(help="Skip images already in --out.")] = False,
     batch_size: Annotated[int | None, typer.Option(help="Images per backbone call [default: 16].")] = None,
-    workers: Annotated[int | None, typer.Option(help="JPEG decoding threads [default: 2].")] = None,
+    workers: Annotated[int | None, typer.Option(help="Decoding threads [default: 2].")] = None,
     ten_crop: Annotated[
         bool | None, typer.Option("--ten-crop/--no-ten-crop", help="Average the logits of ten crops (geoclip head).")
     ] = None,
@@ -179,19 +180,24 @@ def predict_command(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from terraloc.cli.options import deprecated, renamed
     from terraloc.pipeline import Geolocator, resolve_config
     from terraloc.pipeline.outputs import StreamWriter, done_images, geojson, html_map, rewrite_without
     from terraloc.pipeline.types import ImagePrediction
 
+    output = renamed(out, output_old, new="--out", old="--output")
     fmt = fmt.lower()
+    if fmt == "json":
+        deprecated("--format json", "--format jsonl", "the same JSON Lines")
+    fmt = "json" if fmt == "jsonl" else fmt  # JSON Lines, called "json" inside
     if fmt not in FORMATS:
-        raise InputError(f"unknown format '{fmt}'; choose one of {', '.join(FORMATS)}", field="format")
+        raise InputError(f"unknown format '{fmt}'; choose one of table, csv, jsonl, geojson", field="--format")
     if top_k < 1:
         raise InputError(f"must be at least 1, got {top_k}", field="top-k")
     if resume and output is None:
-        raise InputError("--resume needs --output FILE", field="resume")
+        raise InputError("--resume needs --out FILE", field="resume")
     if resume and fmt not in ("csv", "json"):
-        raise InputError("--resume works with --format csv or json", field="resume")
+        raise InputError("--resume works with --format csv or jsonl", field="resume")
     config, source = resolve_config(
         model,
         backbone=backbone,
@@ -262,7 +268,7 @@ def predict_command(
     if not stream:
         if fmt == "table":
             if output is not None:
-                raise InputError("--format table prints to the terminal; use csv/json/geojson with --output")
+                raise InputError("--format table prints to the terminal; use csv/jsonl/geojson with --out")
             _table(results)
         else:
             text = json.dumps(geojson(results), ensure_ascii=False)

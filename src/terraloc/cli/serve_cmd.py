@@ -87,11 +87,13 @@ def serve(
         bool | None, typer.Option("--ten-crop/--no-ten-crop", help="Average the logits of ten crops (geoclip head).")
     ] = None,
     places: Annotated[bool | None, typer.Option("--places/--no-places", help="Add offline place names.")] = None,
-    top_k: Annotated[int, typer.Option(help="Default number of candidates per photo.", min=1)] = 5,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Default number of candidates per photo.", min=1)] = 5,
     max_upload_mb: Annotated[float, typer.Option(help="Largest accepted image file, in MB.", min=0.001)] = 20.0,
     max_pixels: Annotated[int, typer.Option(help="Largest accepted image, in pixels (w x h).", min=1)] = 100_000_000,
     max_batch: Annotated[int, typer.Option(help="Most images in one batch request.", min=1)] = 16,
-    workers: Annotated[int, typer.Option(help="Inference threads.", min=1)] = 1,
+    workers: Annotated[
+        int, typer.Option(help="Parallel inference workers (threads; each answers one request at a time).", min=1)
+    ] = 1,
     queue_size: Annotated[int, typer.Option(help="Requests that may wait for a worker before 503.", min=0)] = 8,
     api_key: Annotated[
         str | None,
@@ -183,15 +185,19 @@ def bench_serve(
     clients: Annotated[int, typer.Option(help="Concurrent clients.", min=1)] = 8,
     duration: Annotated[float, typer.Option(help="Seconds of load.", min=0.5)] = 60.0,
     sequential: Annotated[int, typer.Option(help="Requests for the overhead measurement.", min=1)] = 40,
-    images: Annotated[
-        Path | None, typer.Option(help="Folder of photos to send (default: the shared osv5m photos).")
+    photos: Annotated[
+        Path | None, typer.Option("--photos", help="Folder of photos to send (default: the shared osv5m photos).")
     ] = None,
-    top_k: Annotated[int, typer.Option(min=1)] = 5,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Candidates per photo.", min=1)] = 5,
+    images_old: Annotated[Path | None, typer.Option("--images", hidden=True, help="Old name of --photos.")] = None,
     queue_size: Annotated[int, typer.Option(help="Server queue size.", min=0)] = 8,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Load-test `terraloc serve` from this process against a server subprocess on loopback."""
+    from terraloc.cli.options import renamed
     from terraloc.serve.loadtest import bench_table, run_bench
+
+    images = renamed(photos, images_old, new="--photos", old="--images")
 
     result = run_bench(
         backbone=backbone,

@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from terraloc.config import DEFAULT_BACKBONE
 from terraloc.errors import InputError
 
 CONFIG_FILE = "config.json"
 CONFIG_FORMAT = "terraloc-geolocator"
 CONFIG_VERSION = 1
+
+#: reasoning stages after the head (``GeolocatorConfig.reasoner``)
+REASONERS = ("rag",)
 
 #: fields that decide which weights and data are used: changing one drops the recorded hashes
 IDENTITY_FIELDS = frozenset({"backbone", "head", "gallery", "db", "checkpoint", "fusion"})
@@ -64,7 +68,7 @@ class GeolocatorConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    backbone: str = "clip-vit-large-patch14"
+    backbone: str = DEFAULT_BACKBONE
     head: str = "geoclip"
     gallery: str = "geoclip-100k"
     index: str = Field("flat", validation_alias=AliasChoices("index", "search"))
@@ -80,7 +84,7 @@ class GeolocatorConfig(BaseModel):
     batch_size: int = Field(16, ge=1)
     workers: int = Field(2, ge=0)
     places: bool = True
-    reasoner: Literal["rag"] | None = None
+    reasoner: str | None = None
     llm: str | None = None
     farthest: int = Field(5, ge=0)
     head_options: dict[str, Any] = Field(default_factory=dict)
@@ -103,6 +107,13 @@ class GeolocatorConfig(BaseModel):
         except InputError as exc:
             raise ValueError(exc.problem) from None
         return value.strip()
+
+    @field_validator("reasoner")
+    @classmethod
+    def _reasoner(cls, value: str | None) -> str | None:
+        if value is not None and value not in REASONERS:
+            raise ValueError(f"unknown reasoner '{value}'; known: {', '.join(REASONERS)}")
+        return value
 
     @field_validator("head", "backbone", "gallery", "segmenter")
     @classmethod

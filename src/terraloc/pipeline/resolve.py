@@ -20,10 +20,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from terraloc.config import DEFAULT_BACKBONE
 from terraloc.errors import InputError
 from terraloc.pipeline.config import CONFIG_FILE, GeolocatorConfig
-
-DEFAULT_BACKBONE = "clip-vit-large-patch14"
 
 
 def resolve_config(model: str | Path | None = None, **options: Any) -> tuple[GeolocatorConfig, Path | None]:
