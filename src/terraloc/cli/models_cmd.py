@@ -107,7 +107,7 @@ def models_pull(
         err_console.print(f"{m.name} is already on disk: {where}", markup=False)
         return
     folder = model_folder(m)
-    if (folder / "config.json").exists():
+    if (folder / "config.json").exists() and not force:
         err_console.print(f"{m.name} is already on disk: {folder}", markup=False)
         return
     try:
