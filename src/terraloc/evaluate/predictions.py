@@ -25,11 +25,13 @@ from numpy.typing import NDArray
 
 from terraloc.errors import InputError, MissingResourceError
 from terraloc.evaluate.ids import check_unique_ids
+from terraloc.evaluate.thresholds import THRESHOLD_KEYS
 from terraloc.geo.coords import validate_latlon
 from terraloc.table import parse_float_column, read_csv, require_columns
 
 GEOESTIMATION_COLUMNS = ["img_id", "gt_lat", "predicted_lat", "gt_long", "predicted_long"]
-_PUBLISHED_THRESHOLDS = {"street": "1", "city": "25", "region": "200", "country": "750", "continent": "2500"}
+# GeoEstimation's summary names for the thresholds, coarse order as THRESHOLDS_KM
+_PUBLISHED_THRESHOLDS = dict(zip(("street", "city", "region", "country", "continent"), THRESHOLD_KEYS, strict=True))
 
 
 @dataclass(frozen=True)
@@ -153,7 +155,7 @@ def _read_jsonl(path: Path) -> Predictions:
             )
     if not rows:
         raise InputError("no prediction rows", path=path)
-    return _read_terraloc_frame(pd.DataFrame(rows), path)
+    return _read_terraloc_frame(pd.DataFrame(rows, dtype=object), path)  # object: names may hold surrogates
 
 
 def load_predictions(path: str | Path) -> Predictions:
@@ -171,7 +173,7 @@ def load_predictions(path: str | Path) -> Predictions:
         if path.stat().st_size == 0:
             raise InputError("file is empty", path=path)
         return _read_jsonl(path)
-    df = read_csv(path)
+    df = read_csv(path, file_names=True)
     if all(c in df.columns for c in GEOESTIMATION_COLUMNS):
         return _read_geoestimation(df, path)
     if all(c in df.columns for c in ("image", "lat", "lon")):
