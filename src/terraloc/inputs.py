@@ -558,11 +558,34 @@ def read_manifest(
         InputError: missing columns, blank/duplicate ids, non-numeric or out-of-range
             coordinates, no data rows; the message names the file, line and column.
     """
+    path = Path(path)
+    return manifest_rows(
+        _read_table(path),
+        path,
+        id_col=id_col,
+        lat_col=lat_col,
+        lon_col=lon_col,
+        require_coords=require_coords,
+        check_files=check_files,
+    )
+
+
+def manifest_rows(
+    df,  # type: ignore[no-untyped-def]
+    path: Path,
+    *,
+    id_col: str | None = None,
+    lat_col: str | None = None,
+    lon_col: str | None = None,
+    require_coords: bool = False,
+    check_files: bool = True,
+    empty_ok: bool = False,
+) -> PhotoInputs:
+    """The rows of a manifest read as strings with a ``_line`` column (the whole file, or one chunk
+    of it: ``empty_ok`` then accepts a chunk of blank lines); see :func:`read_manifest`."""
     from terraloc.evaluate.ids import check_unique_ids
     from terraloc.table import parse_float_column
 
-    path = Path(path)
-    df = _read_table(path)
     columns = [c for c in df.columns if c != "_line"]
     id_c = _match(columns, id_col, ())
     if id_col is not None and id_c is None:
@@ -602,6 +625,8 @@ def read_manifest(
     cells = df[used].apply(lambda c: c.str.strip())
     df = df[(cells != "").any(axis=1)]
     if len(df) == 0:
+        if empty_ok:
+            return PhotoInputs([], [], None, [], [], str(path), None, {})
         raise InputError("no data rows", path=path)
     lines = [int(x) for x in df["_line"].to_numpy()]
     ids = df[id_c].str.strip().tolist()

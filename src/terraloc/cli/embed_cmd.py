@@ -59,7 +59,8 @@ def embed_command(
     are listed in OUT/errors.csv and the run goes on."""
     from terraloc.cli.engine_view import print_summary, progress_bar, report_errors
     from terraloc.cli.options import renamed
-    from terraloc.engine import EmbedSpec, make_engine, read_work_items, run_job
+    from terraloc.engine import EmbedSpec, make_engine, run_job
+    from terraloc.engine.stream import open_work_items
     from terraloc.errors import InputError
 
     part_size = renamed(part_size, shard_rows_old, new="--part-size", old="--shard-rows")
@@ -71,7 +72,7 @@ def embed_command(
     if batch_size < 1:
         raise InputError(f"must be at least 1, got {batch_size}", field="batch-size")
     eng = make_engine(engine, workers=workers, threads=threads, ray_address=ray_address, gpus=gpus)
-    items = read_work_items(spec_in, id_col=id_col, lat_col=lat_col, lon_col=lon_col, require_coords=coords)
+    items = open_work_items(spec_in, id_col=id_col, lat_col=lat_col, lon_col=lon_col, require_coords=coords)
     spec = EmbedSpec(backbone, batch_size=batch_size, decode_threads=workers if engine == "local" else 1)
     with progress_bar("embedding", enabled=progress and not as_json) as bar:
         summary = run_job(spec, items, out, eng, part_size=part_size, on_progress=bar)

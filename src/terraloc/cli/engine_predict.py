@@ -33,7 +33,7 @@ def predict_with_engine(
 ) -> int:
     """Run the job, merge the parts into ``output`` and report; returns the exit status (2 if any failed)."""
     from terraloc.cli.engine_view import print_summary, progress_bar, report_errors
-    from terraloc.engine import PredictSpec, make_engine, read_work_items, run_job
+    from terraloc.engine import PredictSpec, make_engine, run_job
     from terraloc.engine.predictions import iter_predictions, write_predictions
 
     if output is None:
@@ -50,7 +50,9 @@ def predict_with_engine(
     # may run in another folder or on another node
     config = {k: absolute_if_path(v) for k, v in config.items()}
     eng = make_engine(engine, workers=workers, threads=threads, ray_address=ray_address, gpus=gpus)
-    items = read_work_items(paths)
+    from terraloc.engine.stream import open_work_items
+
+    items = open_work_items(paths)
     with progress_bar("predicting", enabled=True) as bar:
         summary = run_job(PredictSpec(config, top_k), items, folder, eng, part_size=part_size, on_progress=bar)
     report_errors(folder)

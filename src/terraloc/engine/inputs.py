@@ -7,9 +7,11 @@ their EXIF GPS position); engine code only sees :class:`WorkItems`.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -35,6 +37,43 @@ class WorkItems:
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    @property
+    def has_coords(self) -> bool:
+        """Whether every photo has a ``(lat, lon)`` row in :attr:`coords`."""
+        return self.coords is not None
+
+    def digest(self) -> str:
+        """SHA-256 (16 hex) of the ids, paths and coordinates, in order (the job's inputs fingerprint)."""
+        h = hashlib.sha256()
+        for i, p in zip(self.ids, self.paths, strict=True):
+            h.update(i.encode())
+            h.update(b"\0")
+            h.update(p.encode())
+            h.update(b"\n")
+        if self.coords is not None:
+            h.update(np.ascontiguousarray(self.coords, dtype=np.float64).tobytes())
+        return h.hexdigest()[:16]
+
+    def part(self, lo: int, hi: int) -> tuple[list[str], list[str], NDArray[np.float64] | None]:
+        """Ids, paths and ``(hi - lo, 2)`` coordinates (or ``None``) of inputs ``[lo, hi)``."""
+        return self.ids[lo:hi], self.paths[lo:hi], None if self.coords is None else self.coords[lo:hi]
+
+
+class JobInputs(Protocol):
+    """What a job needs of its inputs: :class:`WorkItems` (in memory) or
+    :class:`terraloc.engine.stream.StreamedItems` (a manifest kept on disk)."""
+
+    skipped: list[tuple[str, str]]
+
+    def __len__(self) -> int: ...
+
+    @property
+    def has_coords(self) -> bool: ...
+
+    def digest(self) -> str: ...
+
+    def part(self, lo: int, hi: int) -> tuple[list[str], list[str], NDArray[np.float64] | None]: ...
 
 
 #: Reasons of input skips that are not failures: files in a scanned folder that are not photos.

@@ -1,7 +1,8 @@
 """Run a job: plan partitions, skip finished ones, run the rest on an engine, write the manifest.
 
 ``run_job(spec, items, out, engine)`` is what ``terraloc predict/embed/db build`` call. The driver
-holds the inputs (ids and paths) and one partition's numbers at a time; rows go from the workers
+holds the inputs (in memory, or on disk for a streamed manifest: :mod:`terraloc.engine.stream`),
+reads a partition's ids and paths when it hands it out, and receives its numbers; rows go from the workers
 straight to part files. Re-running the same call after a crash continues where it stopped; a
 finished job (manifest present) is not recomputed.
 """
@@ -18,7 +19,7 @@ from typing import Any, Protocol
 
 import pyarrow.parquet as pq
 
-from terraloc.engine.inputs import WorkItems
+from terraloc.engine.inputs import JobInputs
 from terraloc.engine.parts import (
     ERRORS_DIR,
     PARTS_DIR,
@@ -62,7 +63,7 @@ def read_manifest(out: str | Path) -> dict[str, Any] | None:
 
 def run_job(
     spec: WorkerSpec,
-    items: WorkItems,
+    items: JobInputs,
     out: str | Path,
     engine: Engine,
     *,
@@ -100,10 +101,9 @@ def run_job(
         for p in plan:
             if p.pid in done_parts:
                 continue
-            coords = None if items.coords is None else items.coords[p.lo : p.hi]
-            given = items.paths[p.lo : p.hi]
+            ids, given, coords = items.part(p.lo, p.hi)  # read when handed out (inputs may be on disk)
             paths = [os.path.abspath(x) for x in given]
-            yield PartInput(p.pid, p.lo, items.ids[p.lo : p.hi], paths, coords, given)
+            yield PartInput(p.pid, p.lo, ids, paths, coords, given)
 
     def on_part(stats: dict[str, Any]) -> None:
         nonlocal written
@@ -140,7 +140,7 @@ def run_job(
     )
 
 
-def _finish(out: Path, kind: str, job: dict[str, Any], plan: list[Any], items: WorkItems, engine: Engine) -> dict:
+def _finish(out: Path, kind: str, job: dict[str, Any], plan: list[Any], items: JobInputs, engine: Engine) -> dict:
     """All parts are written: check they agree, write ``errors.csv`` and then the manifest."""
     parts: list[dict[str, Any]] = []
     model: dict[str, Any] | None = None
@@ -203,7 +203,7 @@ def _finish(out: Path, kind: str, job: dict[str, Any], plan: list[Any], items: W
                 "embedding_model": bb.get("id", ""),
                 "weights_hash": bb.get("hash", ""),
                 "synthetic": False,
-                "coords": items.coords is not None,
+                "coords": items.has_coords,
             }
         )
     atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1))

@@ -8,15 +8,12 @@ gives the same file. The partition size depends only on the number of inputs (or
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from terraloc.engine.inputs import WorkItems
+from terraloc.engine.inputs import JobInputs
 from terraloc.errors import InputError
 from terraloc.io import atomic_write_text
 
@@ -47,20 +44,12 @@ def partitions(n: int, part_size: int) -> list[Partition]:
     return [Partition(k, lo, min(n, lo + part_size)) for k, lo in enumerate(range(0, n, part_size))]
 
 
-def inputs_digest(items: WorkItems) -> str:
+def inputs_digest(items: JobInputs) -> str:
     """SHA-256 (16 hex) of the ids, paths and coordinates, in order."""
-    h = hashlib.sha256()
-    for i, p in zip(items.ids, items.paths, strict=True):
-        h.update(i.encode())
-        h.update(b"\0")
-        h.update(p.encode())
-        h.update(b"\n")
-    if items.coords is not None:
-        h.update(np.ascontiguousarray(items.coords, dtype=np.float64).tobytes())
-    return h.hexdigest()[:16]
+    return items.digest()
 
 
-def job_record(kind: str, model: dict[str, Any], items: WorkItems, part_size: int) -> dict[str, Any]:
+def job_record(kind: str, model: dict[str, Any], items: JobInputs, part_size: int) -> dict[str, Any]:
     """What identifies a run: the kind of work, the model description, the inputs and the cut."""
     return {
         "kind": kind,
