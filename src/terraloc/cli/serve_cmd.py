@@ -9,12 +9,19 @@ from typing import Annotated
 import typer
 
 from terraloc.cli.app import app, bench_app, err_console, fail, out_console
+from terraloc.errors import InputError
 
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
 
 def _model_loader(  # type: ignore[no-untyped-def]
-    backbone: str | None, head: str | None, db: Path | None, ten_crop: bool, places: bool, predictor: str | None
+    backbone: str | None,
+    head: str | None,
+    db: Path | None,
+    ten_crop: bool,
+    places: bool,
+    predictor: str | None,
+    confidence: dict | None = None,  # type: ignore[type-arg]
 ):
     """A zero-argument callable that loads the model (run in the server's background thread)."""
     from terraloc.serve.geolocator import geolocator_loader
@@ -26,7 +33,7 @@ def _model_loader(  # type: ignore[no-untyped-def]
         fail(f"--db: {db}: no such folder")
     if backbone is not None or db is None:
         _precheck_backbone(backbone or "clip-vit-large-patch14")
-    return geolocator_loader(backbone, head, str(db) if db else None, ten_crop, places)
+    return geolocator_loader(backbone, head, str(db) if db else None, ten_crop, places, **(confidence or {}))
 
 
 def _precheck_backbone(spec: str) -> None:
@@ -87,6 +94,15 @@ def serve(
     ] = None,
     tile_attribution: Annotated[str, typer.Option(help="Attribution shown with --tile-url tiles.")] = "",
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    calibrator: Annotated[
+        Path | None, typer.Option(help="Calibrator JSON (terraloc calibrate) for this configuration: adds confidence.")
+    ] = None,
+    min_confidence: Annotated[
+        str | None, typer.Option(help="KM:P, e.g. 25:0.8: abstain when P(error <= KM) < P (needs --calibrator).")
+    ] = None,
+    distinct_km: Annotated[
+        float, typer.Option(help="Merge candidates within this many km of a better one (0 = raw list).", min=0)
+    ] = 25.0,
 ) -> None:
     """Serve the REST API (/v1/predict, /docs) and the map page (/) with uvicorn."""
     import uvicorn
@@ -102,7 +118,23 @@ def serve(
         fail(f"--tile-url: expected an http(s) URL template, got '{tile_url}'")
     if api_key is not None and not api_key.strip():
         fail("--api-key (or TERRALOC_API_KEY) is empty")
-    loader = _model_loader(backbone, head, db, ten_crop, places, predictor)
+    if min_confidence is not None:
+        from terraloc.confidence import parse_min_confidence
+
+        try:
+            parse_min_confidence(min_confidence)
+        except InputError as exc:
+            fail(str(exc))
+        if calibrator is None:
+            fail("--min-confidence needs --calibrator FILE")
+    if calibrator is not None and not calibrator.is_file():
+        fail(f"--calibrator: {calibrator}: no such file")
+    conf = {
+        "calibrator": str(calibrator) if calibrator else None,
+        "min_confidence": min_confidence,
+        "distinct_km": distinct_km,
+    }
+    loader = _model_loader(backbone, head, db, ten_crop, places, predictor, conf)
     settings = ServeSettings(
         host=host,
         port=port,

@@ -44,6 +44,12 @@ class GeolocatorConfig:
             neighbours (and an LLM's answers, with ``llm``) by geo-consensus (refdb head only).
         llm: LLM spec for the ``rag`` reasoner (``local:qwen2.5-1.5b``, ``http://HOST/v1#MODEL``).
         farthest: farthest references handed to the reasoner.
+        calibrator: a ``terraloc calibrate`` JSON file fitted for this configuration; predictions
+            then carry ``confidence`` (P(error <= t) for t in 1/25/200/750/2500 km).
+        distinct_km: candidates within this distance of a better one are merged into it (their
+            probabilities summed), so the top-k names k different places; 0 = the raw list.
+        min_confidence: ``"25:0.8"``: abstain (an explicit abstained result) when
+            P(error <= 25 km) < 0.8; needs ``calibrator``.
     """
 
     backbone: str = "clip-vit-large-patch14"
@@ -64,6 +70,9 @@ class GeolocatorConfig:
     segmenter: str = "tflite"  # segmentation provider for fusion (``tflite`` or ``oneformer:DIR``)
     llm: str | None = None
     farthest: int = 5
+    calibrator: str | None = None
+    distinct_km: float = 25.0
+    min_confidence: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -145,6 +154,20 @@ class Geolocator:
         elif config.llm is not None:
             raise InputError("--llm needs --reasoner rag", field="llm")
         self.model_info = self._describe()
+        self._init_confidence()
+
+    def _init_confidence(self) -> None:
+        from terraloc.confidence import Calibrator, parse_min_confidence
+        from terraloc.pipeline.confidence import pipeline_identity
+
+        cfg = self.config
+        if cfg.distinct_km < 0:
+            raise InputError(f"must be >= 0 km, got {cfg.distinct_km}", field="distinct-km")
+        self.identity = pipeline_identity(self.model_info)
+        self.calibrator = None if cfg.calibrator is None else Calibrator.load(cfg.calibrator, self.identity)
+        self.min_confidence = parse_min_confidence(cfg.min_confidence)
+        if self.min_confidence is not None and self.calibrator is None:
+            raise InputError("--min-confidence needs a calibrator (--calibrator FILE)", field="min-confidence")
 
     @classmethod
     def from_pretrained(cls, name: str = "geoclip", **overrides: Any) -> Geolocator:
@@ -246,18 +269,39 @@ class Geolocator:
                 i: ImagePrediction(names[i], [], msg, self.model_info) for i, msg in batch.errors.items()
             }
             if batch.indices:
-                cands = self._heads(batch.pixels, top_k)
+                from terraloc.pipeline.confidence import confidence_stage, raw_k
+
+                raw = self._heads(batch.pixels, raw_k(top_k, self.config.distinct_km))
+                staged = confidence_stage(
+                    raw,
+                    top_k,
+                    calibrator=self.calibrator,
+                    distinct_km=self.config.distinct_km,
+                    min_confidence=self.min_confidence,
+                )
+                cands = [[] if st.abstained else st.places for st in staged]
                 flat = [c for cs in cands for c in cs]
                 places = self._places([(c[0], c[1]) for c in flat])
                 pos = 0
-                for i, cs in zip(batch.indices, cands, strict=True):
+                for i, cs, st in zip(batch.indices, cands, staged, strict=True):
                     preds = []
                     for r, (lat, lon, p) in enumerate(cs, start=1):
                         pl = places[pos]
                         pos += 1
                         preds.append(Prediction(r, lat, lon, p, *pl))
                     w, h = batch.sizes.get(i, (None, None))
-                    results[i] = ImagePrediction(names[i], preds, None, self.model_info, w, h)
+                    results[i] = ImagePrediction(
+                        names[i],
+                        preds,
+                        None,
+                        self.model_info,
+                        w,
+                        h,
+                        confidence=st.confidence,
+                        abstained=st.abstained,
+                        region=st.region,
+                        features=st.features,
+                    )
             for i in sorted(results):
                 yield results[i]
 

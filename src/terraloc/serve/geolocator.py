@@ -38,6 +38,9 @@ def geolocator_loader(
     db: str | None = None,
     ten_crop: bool = False,
     places: bool = True,
+    calibrator: str | None = None,
+    min_confidence: str | None = None,
+    distinct_km: float = 25.0,
 ) -> Callable[[], Predictor]:
     """A zero-argument callable that builds the Geolocator the way ``terraloc predict`` does
     (same defaults: the GeoCLIP head, or the reference-database head when ``db`` is given)."""
@@ -53,7 +56,16 @@ def geolocator_loader(
                 backbone_ = json.loads(manifest.read_text())["backbone"]["id"]
             else:
                 backbone_ = "clip-vit-large-patch14"
-        config = GeolocatorConfig(backbone=backbone_, head=head_, refdb=db, ten_crop=ten_crop, places=places)
+        config = GeolocatorConfig(
+            backbone=backbone_,
+            head=head_,
+            refdb=db,
+            ten_crop=ten_crop,
+            places=places,
+            calibrator=calibrator,
+            min_confidence=min_confidence,
+            distinct_km=distinct_km,
+        )
         return GeolocatorPredictor(Geolocator(config))
 
     return load
