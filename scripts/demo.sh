@@ -28,4 +28,13 @@ head -4 "$OUT/osv5m_predictions.csv"
 "$TL" eval \
   --predictions "$SHARED/data/predictions/geoestimation_isns_im2gps3k.csv" \
   --benchmark im2gps3k --compare --out "$OUT/eval"
+
+# --- calibrated confidence (issue 18): G3's real retrieval candidates for 1,424 Im2GPS3k photos ---
+# rag eval prints the accuracy table, then the calibration of P(error <= t) and the accuracy among the
+# most confident photos (nested 5-fold cross-validation); calibrate fits and saves a calibrator.
+CONF="$OUT/confidence"
+"$TL" rag eval --candidates "$SHARED/data/rag/g3_candidates_im2gps3k_dev.csv" --out "$CONF" --bootstrap 200
+"$TL" calibrate --predictions "$CONF/predictions_consensus.csv" --benchmark im2gps3k --out "$CONF/calibrator.json"
+echo "confidence plots: $CONF/reliability.png $CONF/risk_coverage.png; calibrator: $CONF/calibrator.json"
+
 echo "demo finished in $(( $(date +%s) - start )) s; map: $OUT/osv5m_map.html"
