@@ -238,6 +238,19 @@ def test_geoclip_tiny_clip_carries_confidence_end_to_end(shared, tmp_path: Path,
 
     [obj] = GeolocatorPredictor(geo_c).predict([Image.open(photos[0]).convert("RGB")], top_k=3)
     assert set(obj["confidence"]) == {"1", "25", "200", "750", "2500"} and obj["abstained"] is False
+    import httpx
+
+    from serve_support import running_server
+    from terraloc.serve import ServeSettings, create_app
+
+    strict = geo_c.with_config(min_confidence="25:1.0")
+    for predictor, abstained in ((GeolocatorPredictor(geo_c), False), (GeolocatorPredictor(strict), True)):
+        with running_server(create_app(ServeSettings(), predictor)) as base, httpx.Client(base_url=base) as c:
+            r_http = c.post("/v1/predict", files={"file": ("p.jpg", photos[0].read_bytes(), "image/jpeg")})
+        assert r_http.status_code == 200, r_http.text
+        got = r_http.json()
+        assert got["abstained"] is abstained and set(got["confidence"]) == {"1", "25", "200", "750", "2500"}
+        assert (got["lat"] is None) == abstained
     # a calibrator of another configuration is refused in one line, nothing written
     other = Calibrator.fit("logistic", x, err, BASE_FEATURES, {**geo.identity, "head": "refdb"})
     other.save(tmp_path / "other.json")
@@ -336,3 +349,12 @@ def test_rag_eval_carries_confidence_and_calibrate_round_trip(shared, tmp_path: 
             "--bootstrap", "10")  # fmt: skip
     assert r.code == 0, r.err
     assert json.loads(r.out)["methods"]["consensus"]["calibration"]["source"] == "calibrator"
+
+
+def test_features_from_the_candidates_type() -> None:
+    from terraloc.confidence.features import candidates_features
+    from terraloc.models.head import Candidates
+
+    rows = [[(48.85, 2.35, 0.6, {}), (48.86, 2.36, 0.3, {})], [(10.0, 20.0, 0.9, {})]]
+    f = candidates_features(Candidates.from_rows(rows))
+    assert f.row(0)["mass_25km"] == pytest.approx(1.0) and f.row(1)["top_prob"] == pytest.approx(1.0)

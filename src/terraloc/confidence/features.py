@@ -199,3 +199,9 @@ def confidence_features(
         names += LLM_FEATURES
     values = np.stack([cols[c] for c in names], axis=1) if n else np.zeros((0, len(names)))
     return Features(tuple(names), values.astype(np.float64))
+
+
+def candidates_features(candidates: object, **extras: ArrayLike | None) -> Features:
+    """:func:`confidence_features` of a :class:`terraloc.models.head.Candidates` (or anything with
+    ``coords (N, k, 2)`` and ``probs (N, k)``; NaN-padded slots are ignored), answer = first candidate."""
+    return confidence_features(candidates.coords, candidates.probs, **extras)  # type: ignore[attr-defined,arg-type]
