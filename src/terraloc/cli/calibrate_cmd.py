@@ -77,7 +77,7 @@ def calibrate_command(
         typer.echo(json.dumps({"out": str(out), **fit.report}))
         return
     console = out_console()
-    fam = Table(title=f"calibrator families, 5-fold out-of-fold ({fit.report['n_photos']} photos)")
+    fam = Table(title=f"calibrator families, 3 x 5-fold out-of-fold, pooled ({fit.report['n_photos']} photos)")
     fam.add_column("family")
     fam.add_column("mean Brier", justify="right")
     fam.add_column("ECE 1/25/200/750/2500 km", justify="right")

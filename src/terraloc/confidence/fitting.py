@@ -72,8 +72,8 @@ def choose_family(
     seed: int = 0,
     repeats: int = REPEATS,
 ) -> tuple[str, dict[str, NDArray[np.float64]]]:
-    """The family chosen by repeated cross-validation, and every family's out-of-fold probabilities
-    (of the first repeat).
+    """The family chosen by repeated cross-validation, and every family's pooled out-of-fold
+    probabilities (``(repeats * N, T)``, the repeats stacked; score them against ``err`` tiled).
 
     Each family's out-of-fold probabilities of ``repeats`` differently seeded splits are pooled;
     among the families whose mean Brier score is within :data:`BRIER_TOLERANCE` of the best, the
@@ -87,7 +87,7 @@ def choose_family(
     low = min(scores.values())
     near = [fam for fam in families if scores[fam] <= low * (1 + BRIER_TOLERANCE)]
     best = min(near, key=lambda fam: (_max_ece(pooled[fam], pooled_err), scores[fam]))
-    return best, {fam: v[0] for fam, v in oofs.items()}
+    return best, pooled
 
 
 @dataclass
@@ -132,10 +132,11 @@ def fit_calibrator(
     say("choosing the family by cross-validation")
     best, oof = choose_family(x, errors_km, names, families, folds, seed)
     per_family = {}
+    pooled_err = np.tile(errors_km, REPEATS)
     for fam, p in oof.items():
-        rep = calibration_report(p, errors_km, THRESHOLDS_KM)
+        rep = calibration_report(p, pooled_err, THRESHOLDS_KM)
         per_family[fam] = {k: rep[k] for k in ("ece", "brier", "brier_skill")} | {
-            "mean_brier": round(_score(p, errors_km), 5)
+            "mean_brier": round(_score(p, pooled_err), 5)
         }
     say("nested cross-validation of the whole procedure")
     outer = fold_ids(n, folds, seed + 1)
