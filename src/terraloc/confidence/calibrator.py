@@ -1,13 +1,15 @@
 """Calibrators: confidence features -> ``P(error <= t)`` for t in 1/25/200/750/2500 km.
 
-Monotone across thresholds by construction: one binary model per threshold estimates
-``q_j(x) = P(error <= t_j | x)`` directly, and the output is their running maximum
+Monotone across thresholds by construction (a chain of conditional probabilities):
 
-    P(error <= t_j | x) = max_{i <= j} q_i(x)
+    h_j(x) = P(error <= t_j | error > t_{j-1}, x)          (one binary model per threshold,
+                                                              fitted on the photos beyond t_{j-1})
+    P(error <= t_j | x) = 1 - prod_{i <= j} (1 - h_i(x))
 
-so it can only grow with ``j``, whatever the models. (A chain of conditional probabilities,
-``1 - prod (1 - P(<= t_i | > t_{i-1}))``, is monotone too; on the G3 dev file it was slightly worse
-calibrated with isotonic models and no better with the others, see ``docs/confidence.md``.)
+Each factor is in ``[0, 1]``, so ``P(<= t_j)`` can only grow with ``j``, whatever the models.
+(Per-threshold models of ``P(<= t_j)`` made monotone by a running maximum were tried too: nested
+cross-validation over three fold seeds on the G3 dev file gave them a slightly worse mean and worst
+ECE, see ``docs/confidence.md``.)
 
 A calibrator is saved as JSON (no pickle): the thresholds, the feature names it reads, the
 model family and each threshold's model as arrays, the cross-validated report, and the
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,25 +75,30 @@ def isotonic_column(names: tuple[str, ...] | list[str], t: int) -> int:
     return list(names).index(name) if name in names else 0
 
 
-def monotone(q: NDArray[np.float64]) -> NDArray[np.float64]:
-    """``(N, T)`` per-threshold probabilities -> their running maximum over thresholds, clipped to [0, 1]."""
-    return np.asarray(np.maximum.accumulate(np.clip(q, 0.0, 1.0), axis=1))
+def chain(h: NDArray[np.float64]) -> NDArray[np.float64]:
+    """``(N, T)`` conditional probabilities -> ``(N, T)`` cumulative ``P(<= t_j)``, non-decreasing in j."""
+    return np.asarray(1.0 - np.cumprod(1.0 - np.clip(h, 0.0, 1.0), axis=1))
 
 
 def fit_models(
     family: str, x: NDArray[np.float64], errors_km: NDArray[np.float64], names: tuple[str, ...]
 ) -> list[BinaryModel]:
-    """One model of ``P(error <= t)`` per threshold (see the module docstring)."""
-    return [
-        _fit_binary(family, x, (errors_km <= t).astype(np.float64), isotonic_column(names, t)) for t in THRESHOLDS_KM
-    ]
+    """One conditional model per threshold (see the module docstring)."""
+    models: list[BinaryModel] = []
+    prev = -math.inf
+    for t in THRESHOLDS_KM:
+        keep = errors_km > prev
+        y = (errors_km[keep] <= t).astype(np.float64)
+        models.append(_fit_binary(family, x[keep], y, isotonic_column(names, t)))
+        prev = t
+    return models
 
 
 def apply_models(models: list[BinaryModel], x: NDArray[np.float64]) -> NDArray[np.float64]:
-    """``(N, T)`` probabilities, non-decreasing across thresholds."""
+    """``(N, T)`` cumulative probabilities from the per-threshold conditional models."""
     if x.shape[0] == 0:
         return np.zeros((0, len(models)))
-    return monotone(np.stack([m.predict(x) for m in models], axis=1))
+    return chain(np.stack([m.predict(x) for m in models], axis=1))
 
 
 @dataclass
@@ -100,7 +108,7 @@ class Calibrator:
     Attributes:
         feature_names: the features it reads, in order.
         family: ``isotonic``, ``logistic`` or ``gbm``.
-        models: one model of ``P(error <= t)`` per threshold (before the running maximum).
+        models: one conditional model per threshold.
         identity: the head configuration it was fitted for (a dict, or only its key).
         report: cross-validated figures from ``terraloc calibrate`` (free-form JSON).
         n_photos: photos it was fitted on.
@@ -158,7 +166,7 @@ class Calibrator:
             "format": FORMAT,
             "version": FORMAT_VERSION,
             "thresholds_km": list(self.thresholds_km),
-            "structure": "P(<=t_j) = max_{i<=j} q_i, q_i = models[i](features)",
+            "structure": "chain: P(<=t_j) = 1 - prod_{i<=j} (1 - P(<=t_i | > t_{i-1}))",
             "family": self.family,
             "feature_names": list(self.feature_names),
             "identity": self.identity,
