@@ -208,7 +208,7 @@ def test_geoclip_tiny_clip_carries_confidence_end_to_end(shared, tmp_path: Path,
 
     photos = sorted((shared / "data/photos/osv5m").glob("*.jpg"))[:3]
     out = tmp_path / "p.jsonl"
-    r = cli("predict", *photos, "--backbone", tiny_clip, "--format", "json", "-o", out, "--calibrator", cal_path)
+    r = cli("predict", *photos, "--backbone", tiny_clip, "--format", "jsonl", "-o", out, "--calibrator", cal_path)
     assert r.code == 0, r.err
     objs = [json.loads(line) for line in out.read_text().splitlines()]
     for o in objs:

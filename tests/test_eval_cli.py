@@ -119,8 +119,9 @@ def test_bad_ground_truth_duplicate_and_unknown_benchmark(cli, tmp_path) -> None
     assert r.code == 2 and "duplicate image id" in r.err and "line 4" in r.err
     r = cli("eval", "-p", pr, "-b", "nosuch")
     assert r.code == 2 and "unknown benchmark 'nosuch'" in r.err
-    r = cli("eval", "-p", pr, "--ground-truth", gt, "--lat-col", "LAT")
-    assert r.code == 2 and "missing column(s) LAT" in r.err
+    # column names match case-insensitively (LAT finds lat); a column that is not there is named
+    r = cli("eval", "-p", pr, "--ground-truth", gt, "--lat-col", "breite")
+    assert r.code == 2 and "missing column(s) breite" in r.err
 
 
 def test_console_script_exit_status_without_traceback(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -49,6 +49,7 @@ def test_folder_is_recursive_sorted_and_reports_every_skipped_file(tmp_path: Pat
     _jpg(root / ".cache" / "thumb.jpg")
     os.symlink(root, root / "sub" / "loop")  # a link back up the tree
     os.symlink(root / "gone.jpg", root / "dangling.jpg")
+    os.mkfifo(root / "pipe.jpg")
 
     inp = read_photo_inputs(root)
     avif = [] if ".avif" not in image_extensions() else ["pic.avif"]  # Pillow >= 11.3 decodes AVIF
@@ -63,6 +64,7 @@ def test_folder_is_recursive_sorted_and_reports_every_skipped_file(tmp_path: Pat
     assert why[".DS_Store"] == "hidden file" and why[".cache"] == "hidden folder"
     assert why["loop"].startswith("symlink loop")
     assert why["dangling.jpg"] == "broken symbolic link"
+    assert why["pipe.jpg"] == "not a regular file"
     assert "not an image" in inp.skip_summary()
 
 

@@ -14,6 +14,9 @@ from terraloc.errors import MissingResourceError
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 
+#: The image backbone `predict` uses with its default (GeoCLIP) head; `embed` defaults to it too.
+DEFAULT_BACKBONE = "clip-vit-large-patch14"
+
 
 def shared_dir(required: bool = True) -> Path:
     """Return the shared data folder.

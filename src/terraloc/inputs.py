@@ -365,7 +365,7 @@ def _read_glob(pattern: str, require_coords: bool) -> PhotoInputs:
         try:
             mode = p.stat().st_mode
         except OSError as exc:
-            skipped.append((m, _os_reason(exc) if p.is_symlink() is False else _link_reason(p)))
+            skipped.append((m, _link_reason(p) if p.is_symlink() else _os_reason(exc)))
             continue
         if not stat.S_ISREG(mode):
             skipped.append((m, "not a regular file"))
@@ -398,8 +398,6 @@ def _read_files(
     skipped = list(skipped)
     if not require_coords:
         return PhotoInputs([str(f) for f in files], [f.stem for f in files], None, skipped, source=source)
-    from terraloc.search.refdb import exif_gps
-
     paths, ids, coords = [], [], []
     no_gps = 0
     for f in files:
@@ -414,6 +412,35 @@ def _read_files(
     hint = manifest_hint(folder) if no_gps else None
     arr = np.asarray(coords, dtype=np.float64).reshape(-1, 2)
     return PhotoInputs(paths, ids, arr, skipped, source=source, hint=hint)
+
+
+def exif_gps(path: str | Path) -> tuple[float, float] | None:
+    """``(lat, lon)`` degrees from a photo's EXIF GPS tags, or ``None`` when it has none."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            gps = img.getexif().get_ifd(0x8825)
+    except Exception:
+        return None
+    if not gps or 2 not in gps or 4 not in gps:
+        return None
+
+    def deg(v: object) -> float:
+        d, m, s = (float(x) for x in v)  # type: ignore[attr-defined]
+        return d + m / 60.0 + s / 3600.0
+
+    try:
+        lat, lon = deg(gps[2]), deg(gps[4])
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+    if str(gps.get(1, "N")).upper().startswith("S"):
+        lat = -lat
+    if str(gps.get(3, "E")).upper().startswith("W"):
+        lon = -lon
+    if not (np.isfinite(lat) and np.isfinite(lon) and -90 <= lat <= 90 and -180 <= lon <= 180):
+        return None
+    return lat, lon
 
 
 def manifest_hint(folder: Path) -> str | None:
@@ -437,7 +464,7 @@ def manifest_hint(folder: Path) -> str | None:
         except Exception:
             continue
         if _match(cols, None, LAT_COLUMNS) and _match(cols, None, LON_COLUMNS):
-            return f"the photos have no EXIF GPS but {c} has coordinates: pass that file instead of the folder"
+            return f"the photos have no EXIF GPS position; use the manifest beside them: --photos {c}"
     return None
 
 
@@ -618,6 +645,46 @@ def read_manifest(
         None,
         cols,
     )
+
+
+def read_coordinates(
+    path: str | Path, *, lat_col: str | None = None, lon_col: str | None = None
+) -> NDArray[np.float64]:
+    """``(N, 2)`` ``(lat, lon)`` degrees from a CSV/TSV/Parquet table with coordinate columns only.
+
+    Columns are matched as in :func:`read_manifest` (case-insensitive, detected when ``None``);
+    CSV lines starting with ``#`` are comments (geocell files carry them).
+
+    Raises:
+        InputError: missing columns, blank, non-numeric or out-of-range values (file, line, column).
+    """
+    from terraloc.table import parse_float_column, read_csv
+
+    path = Path(path)
+    df = read_csv(path, skip_comments=True) if path.suffix.lower() == ".csv" else _read_table(path)
+    columns = [c for c in df.columns if c != "_line"]
+    lat_c = _match(columns, lat_col, LAT_COLUMNS)
+    lon_c = _match(columns, lon_col, LON_COLUMNS)
+    for got, given, option, cands in (
+        (lat_c, lat_col, "--lat-col", LAT_COLUMNS),
+        (lon_c, lon_col, "--lon-col", LON_COLUMNS),
+    ):
+        if got is None:
+            if given is not None:
+                raise _missing(path, given, columns, option)
+            raise InputError(
+                f"no {'latitude' if option == '--lat-col' else 'longitude'} column (looked for {', '.join(cands)}); "
+                f"found {', '.join(columns) or 'none'} (set {option})",
+                path=path,
+            )
+    assert lat_c is not None and lon_c is not None
+    if len(df) == 0:
+        raise InputError("no data rows", path=path)
+    lat = parse_float_column(df, lat_c, path).values
+    lon = parse_float_column(df, lon_c, path).values
+    coords = np.stack([lat, lon], axis=1)
+    _check_coords(coords, [int(x) for x in df["_line"]], path, lat_c, lon_c, allow_blank=False)
+    return coords
 
 
 def _is_pathlike(col: str) -> bool:

@@ -31,8 +31,6 @@ DEFAULT_BACKENDS = ("flat", "hierarchical", "hierarchical@top=800,beam=8,leaf_be
 BASE_SIZE = 100_000
 JITTER_KM = 5.0
 BLOCK = 100_000
-#: search-time parameters used unless a backend gives its own with ``SPEC@params``
-DEFAULT_FAISS_PARAMS = {"IVF": "nprobe=16", "HNSW": "efSearch=64"}
 _PREFIXES = ("IVF", "OPQ", "PCA", "IMI", "IDMap", "Pad", "RR", "L2norm")
 
 Log = Callable[[str], None]
@@ -54,34 +52,13 @@ def parse_backends(text: str) -> list[Backend]:
     parameters follow ``@``: ``IVF4096,PQ64@nprobe=32``; hierarchical options as
     ``hierarchical@beam=8,leaf_beam=6,top=800,routing=learned``.
     """
+    from terraloc.search.spec import parse_index_spec
+
     parts = [p.strip() for p in (text.split(";") if ";" in text else _join_factory(text.split(",")))]
-    out: list[Backend] = []
-    for part in parts:
-        if not part:
-            continue
-        spec, _, params = part.partition("@")
-        spec = spec.strip()
-        if spec.lower() in ("flat", "hierarchical"):
-            spec = spec.lower()
-            opts: dict[str, Any] = {}
-            for kv in filter(None, params.split(",")):
-                key, _, value = kv.partition("=")
-                if not value:
-                    raise InputError(f"expected key=value in '{part}'", field="--backends")
-                key = key.strip()
-                opts[key] = value.strip() if key in _TEXT_OPTIONS else _number(value.strip(), part)
-            out.append(Backend(spec, opts))
-        else:
-            if not params:
-                params = next((v for k, v in DEFAULT_FAISS_PARAMS.items() if k in spec), "")
-            out.append(Backend(spec, {"params": params} if params else {}))
+    out = [Backend(*parse_index_spec(part, field="--backends")) for part in parts if part]
     if not out:
         raise InputError("no backends given", field="--backends")
     return out
-
-
-# Hierarchical options whose values are words, not numbers (``hierarchical@routing=learned``).
-_TEXT_OPTIONS = frozenset({"routing"})
 
 
 def _join_factory(tokens: list[str]) -> list[str]:
@@ -93,16 +70,6 @@ def _join_factory(tokens: list[str]) -> list[str]:
         else:
             out.append(tok)
     return out
-
-
-def _number(value: str, part: str) -> Any:
-    try:
-        return int(value)
-    except ValueError:
-        try:
-            return float(value)
-        except ValueError:
-            raise InputError(f"option value '{value}' in '{part}' is not a number", field="--backends") from None
 
 
 def parse_list(text: str, field: str, cast: Callable[[str], Any]) -> list[Any]:

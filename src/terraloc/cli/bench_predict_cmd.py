@@ -28,16 +28,23 @@ def _photos(n: int) -> list[Any]:
 
 
 def bench_one(
-    size: int, n_images: int, batch_size: int, workers: int, quantize: bool, onnx: bool = False
+    size: int,
+    n_images: int,
+    batch_size: int,
+    workers: int,
+    quantize: bool,
+    onnx: bool = False,
+    index: str | None = None,
 ) -> dict[str, Any]:
     """Time GeoCLIP prediction (decode → preprocess → ViT-L/14 → MLP → 100K gallery → top-5 → places)."""
     import torch
 
     from terraloc.encoders.image.backbones import random_vit_l14
-    from terraloc.pipeline import Geolocator, GeolocatorConfig
+    from terraloc.pipeline import Geolocator, resolve_config
 
     bb = random_vit_l14(size)
-    geo = Geolocator(GeolocatorConfig(backbone=bb.model_id, batch_size=batch_size, workers=workers), backbone=bb)
+    config, _ = resolve_config(backbone=bb.model_id, index=index, batch_size=batch_size, workers=workers)
+    geo = Geolocator(config, backbone=bb)
     spent = {"backbone": 0.0}
     inner = bb.features
 
@@ -56,6 +63,7 @@ def bench_one(
     total = time.perf_counter() - t0
     assert all(p.ok for p in preds)
     row: dict[str, Any] = {
+        "index": geo.config.index,
         "image_size": size,
         "images": n_images,
         "batch_size": batch_size,
@@ -133,7 +141,8 @@ def _time_backbone(bb: Any, pixels: Any, repeats: int = 1) -> float:
 
 @bench_app.command("predict")
 def bench_predict(
-    images: Annotated[int, typer.Option(help="Images per measurement (real shared JPEGs).")] = 16,
+    limit: Annotated[int | None, typer.Option(help="Images per measurement (real shared JPEGs; default 16).")] = None,
+    images_old: Annotated[int | None, typer.Option("--images", hidden=True, help="Old name of --limit.")] = None,
     sizes: Annotated[str, typer.Option(help="Comma-separated input sizes.")] = "224,336",
     batch_size: Annotated[int, typer.Option(help="Images per backbone call.")] = 8,
     workers: Annotated[int, typer.Option(help="Decoding threads.")] = 2,
@@ -141,6 +150,9 @@ def bench_predict(
     onnx: Annotated[
         bool, typer.Option(help="Also export the backbone to ONNX and time it with ONNX Runtime (extra 'onnx').")
     ] = True,
+    index: Annotated[
+        str | None, typer.Option(help="Gallery search of the GeoCLIP head (as terraloc predict --index).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """GeoCLIP prediction throughput with the real ViT-L/14 architecture (random weights time the same).
@@ -148,6 +160,9 @@ def bench_predict(
     Reports images/s end to end (JPEG decode → top-5 with place names) and the share of the time
     spent outside the backbone; optionally int8 dynamic quantisation of the backbone's Linear layers.
     """
+    from terraloc.cli.options import renamed
+
+    images = renamed(limit, images_old, new="--limit", old="--images") or 16
     try:
         import onnxruntime
 
@@ -157,7 +172,7 @@ def bench_predict(
     rows = []
     for s in [int(x) for x in sizes.split(",") if x.strip()]:
         err_console.print(f"measuring ViT-L/14 at {s} px on {images} images ...", markup=False, style="dim")
-        rows.append(bench_one(s, images, batch_size, workers, quantize, onnx))
+        rows.append(bench_one(s, images, batch_size, workers, quantize, onnx, index))
     result = {"benchmark": "predict", "model": "GeoCLIP head on CLIP ViT-L/14 (random weights)", "rows": rows,
               "onnxruntime": ort}  # fmt: skip
     if as_json:

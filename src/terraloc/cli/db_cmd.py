@@ -15,14 +15,24 @@ app.add_typer(db_app, name="db")
 
 @db_app.command("build")
 def db_build(
-    images: Annotated[Path, typer.Option("--images", help="CSV (path,lat,lon) or a folder of EXIF-geotagged photos.")],
-    out: Annotated[Path, typer.Option("--out", help="Database folder to create (resumes an unfinished build).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Database folder to create (resumes an unfinished build).")],
+    photos: Annotated[
+        str | None,
+        typer.Option(
+            "--photos",
+            help="Geotagged photos: a CSV/Parquet manifest (path or id + lat/lon columns, e.g. metadata.csv), "
+            "or a folder or glob of photos with EXIF GPS.",
+        ),
+    ] = None,
     backbone: Annotated[str, typer.Option(help="Backbone spec (folder, model name, efficientnet-lite0).")] = (
         "efficientnet-lite0"
     ),
+    id_col: Annotated[str | None, typer.Option(help="Manifest id/path column (default: detected).")] = None,
+    lat_col: Annotated[str | None, typer.Option(help="Manifest latitude column (default: detected).")] = None,
+    lon_col: Annotated[str | None, typer.Option(help="Manifest longitude column (default: detected).")] = None,
     shard_size: Annotated[int, typer.Option(help="Photos per resumable shard.")] = 256,
     batch_size: Annotated[int, typer.Option(help="Images per backbone call.")] = 16,
-    workers: Annotated[int, typer.Option(help="Decoding threads.")] = 2,
+    workers: Annotated[int, typer.Option(help="Decoding threads (Ray: CPUs of the local cluster).")] = 2,
     engine: Annotated[
         str,
         typer.Option(
@@ -30,20 +40,26 @@ def db_build(
             "unless RAY_ADDRESS is set)."
         ),
     ] = "local",
+    images_old: Annotated[str | None, typer.Option("--images", hidden=True, help="Old name of --photos.")] = None,
 ) -> None:
-    """Embed geotagged photos into a FAISS index + Parquet table; photos without GPS are listed."""
+    """Embed geotagged photos into a FAISS index + Parquet table; photos left out are listed in OUT/skipped.csv."""
+    from terraloc.cli.options import renamed
     from terraloc.encoders.image import load_backbone
     from terraloc.search.refdb import build_database
 
+    spec = renamed(photos, images_old, new="--photos", old="--images", required=True)
     bb = load_backbone(backbone)
     summary = build_database(
-        images, bb, out, shard_size=shard_size, batch_size=batch_size, workers=workers, engine=engine
-    )
+        spec, bb, out, shard_size=shard_size, batch_size=batch_size, workers=workers, engine=engine,
+        id_col=id_col, lat_col=lat_col, lon_col=lon_col,
+    )  # fmt: skip
     skipped = summary["skipped"]
     for path, reason in skipped[:20]:
         err_console.print(f"skipped: {path}: {reason}", markup=False)
     if len(skipped) > 20:
-        err_console.print(f"... and {len(skipped) - 20} more (see {out / 'skipped.csv'})", markup=False)
+        err_console.print(f"... and {len(skipped) - 20} more", markup=False)
+    if skipped:
+        err_console.print(f"skipped list: {out / 'skipped.csv'}", markup=False)
     resumed = f", resumed {summary['resumed_shards']} shard(s)" if summary["resumed_shards"] else ""
     typer.echo(
         f"built {out}: {summary['n']} reference photos, {len(skipped)} skipped, backbone {bb.model_id} "

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from terraloc.cli.app import app, out_console
+from terraloc.cli.app import app, err_console, out_console
 from terraloc.errors import InputError
 
 
@@ -51,11 +51,21 @@ def eval_command(
     ground_truth: Annotated[
         Path | None, typer.Option("--ground-truth", help="Custom ground-truth CSV (with --id-col etc.).")
     ] = None,
-    id_col: Annotated[str, typer.Option(help="Id column of --ground-truth.")] = "image",
-    lat_col: Annotated[str, typer.Option(help="Latitude column of --ground-truth.")] = "lat",
-    lon_col: Annotated[str, typer.Option(help="Longitude column of --ground-truth.")] = "lon",
+    id_col: Annotated[str | None, typer.Option(help="Id column of --ground-truth (default: detected).")] = None,
+    lat_col: Annotated[str | None, typer.Option(help="Latitude column of --ground-truth (default: detected).")] = None,
+    lon_col: Annotated[str | None, typer.Option(help="Longitude column of --ground-truth (default: detected).")] = None,
+    subset: Annotated[
+        bool,
+        typer.Option(
+            "--subset",
+            help="Score only the benchmark images named in the predictions (default: all of them; a missing "
+            "image counts as wrong).",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-    out: Annotated[Path | None, typer.Option("--out", help="Write metrics.json, report.md and plots here.")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write metrics.json, report.md and plots here.")
+    ] = None,
     compare: Annotated[bool, typer.Option("--compare", help="Show published results on this benchmark.")] = False,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals.")] = 1000,
 ) -> None:
@@ -73,10 +83,25 @@ def eval_command(
         else load_ground_truth_csv(ground_truth, id_col=id_col, lat_col=lat_col, lon_col=lon_col)  # type: ignore[arg-type]
     )
     preds = load_predictions(predictions)
+    from terraloc.evaluate.matching import check_match
+    from terraloc.evaluate.matching import subset as subset_of
+
+    match = check_match(gt, preds)
+    if subset:
+        gt = subset_of(gt, preds)
     result = evaluate(gt, preds, n_boot=bootstrap)
     from terraloc.evaluate.confidence_eval import confidence_metrics
 
     calib = confidence_metrics(gt, preds)  # None unless the predictions carry confidence
+    scope = {"subset": subset, "benchmark_images": match.size, "scored_images": result.n}
+    if not subset and result.coverage < 100.0:
+        err_console.print(
+            f"coverage {result.coverage:.1f}%: {result.n_predicted:,} of {result.n:,} {result.benchmark} images have "
+            f"a prediction; the other {result.n - result.n_predicted:,} count as wrong"
+            + (f" (--subset scores only the {match.matched:,} predicted images)" if match.matched < result.n else ""),
+            markup=False,
+            style="bold yellow",
+        )
     if out is not None:
         from terraloc.evaluate.report import write_report
 
@@ -85,7 +110,7 @@ def eval_command(
             from terraloc.evaluate.calibration_plots import plot_reliability, plot_risk_coverage
             from terraloc.io import atomic_write_text
 
-            metrics = {**result.to_json(), "calibration": calib}
+            metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8")) | {"calibration": calib}
             atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
             plot_reliability(calib, out / "reliability.png")
             plot_risk_coverage(calib, out / "risk_coverage.png")
@@ -93,6 +118,7 @@ def eval_command(
         obj = result.to_json()
         if calib is not None:
             obj["calibration"] = calib
+        obj.update(scope)
         if compare:
             obj["literature"] = [
                 {
@@ -107,7 +133,8 @@ def eval_command(
         typer.echo(json.dumps(obj))
         return
     console = out_console()
-    console.print(render_eval_table(result, f"{predictions.name} on {result.benchmark}", compare))
+    where = f"{result.benchmark} (subset: {result.n:,} of {match.size:,} images)" if subset else result.benchmark
+    console.print(render_eval_table(result, f"{predictions.name} on {where}", compare))
     notes = [f"n = {result.n}, coverage {result.coverage:.1f}% ({result.n_predicted} with a prediction)"]
     if result.mean_km is not None:
         notes.append(f"mean error {result.mean_km:.1f} km over covered images")

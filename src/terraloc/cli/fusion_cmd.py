@@ -14,6 +14,10 @@ from terraloc.errors import InputError
 fusion_app = typer.Typer(help="Semantic fusion (GeoSURGE): training and the 0-3 block ablation.", no_args_is_help=True)
 app.add_typer(fusion_app, name="fusion")
 
+PHOTOS_HELP = (
+    "Photos with ground truth: a folder with metadata.csv (IMG_ID,LAT,LON), a CSV/Parquet manifest, or a "
+    "folder/glob of EXIF-geotagged photos (default: the shared Im2GPS3k photos)."
+)
 BACKBONE_HELP = (
     "tiny (random CLIP, width 32, 2 layers, patch 32, 224 px), vit-l-14-336 (random ViT-L/14 at 336 px, "
     "timing only), or a local Hugging Face CLIP folder / terraloc backbone spec"
@@ -61,8 +65,8 @@ def _parse_blocks(text: str) -> list[int]:
 
 @fusion_app.command("train")
 def train_command(
-    out: Annotated[Path, typer.Option("--out", help="Run folder: fusion.pt, geosurge.pt, metrics.json.")],
-    photos: Annotated[Path, typer.Option(help="Folder of photos with metadata.csv (IMG_ID,LAT,LON).")] = Path(),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: fusion.pt, geosurge.pt, metrics.json.")],
+    photos: Annotated[str | None, typer.Option(help=PHOTOS_HELP)] = None,
     backbone: Annotated[str, typer.Option(help=BACKBONE_HELP)] = "tiny",
     blocks: Annotated[int, typer.Option(help="Fusion blocks.")] = 3,
     segmenter: Annotated[str, typer.Option(help="Segmentation provider spec.")] = "tflite",
@@ -101,7 +105,7 @@ def train_command(
         taus = tuple(int(t) for t in tau_max.split(","))
     except ValueError:
         raise InputError(f"expected comma-separated integers, got {tau_max!r}", field="--tau-max") from None
-    folder = photos if str(photos) not in ("", ".") else shared_path("data", "photos", "im2gps3k_dev")
+    folder = photos if photos else shared_path("data", "photos", "im2gps3k_dev")
     ignore_ids = tuple(class_ids([s for s in ignore.split(",") if s.strip()]))
     clip = make_clip(backbone)
     enc = FusedImageEncoder(clip, FusionConfig(num_blocks=blocks, ignore_classes=ignore_ids))
@@ -131,7 +135,7 @@ def train_command(
 
 @fusion_app.command("ablation")
 def ablation_command(
-    photos: Annotated[Path, typer.Option(help="Folder of photos with metadata.csv (IMG_ID,LAT,LON).")] = Path(),
+    photos: Annotated[str | None, typer.Option(help=PHOTOS_HELP)] = None,
     blocks: Annotated[str, typer.Option(help="Fusion block counts to compare, e.g. 0,1,2,3.")] = "0,1,2,3",
     backbone: Annotated[str, typer.Option(help=BACKBONE_HELP)] = "tiny",
     segmenter: Annotated[str, typer.Option(help="Segmentation provider spec.")] = "tflite",
@@ -154,7 +158,7 @@ def ablation_command(
     from terraloc.models.fusion_train import load_photo_set, run_ablation
 
     counts = _parse_blocks(blocks)
-    folder = photos if str(photos) not in ("", ".") else shared_path("data", "photos", "im2gps3k_dev")
+    folder = photos if photos else shared_path("data", "photos", "im2gps3k_dev")
     ignore_ids = tuple(class_ids([s for s in ignore.split(",") if s.strip()]))
     with Progress(console=err_console, transient=True) as progress:
         t = progress.add_task("segmenting (cached)", total=None)

@@ -20,7 +20,7 @@ def gallery_build(
         Path | None,
         typer.Option("--coords", help="CSV with lat/lon columns (or (N,2) .npy); default: GeoCLIP's 100K gallery."),
     ] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Gallery folder to create.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Gallery folder to create.")] = None,
     encoder: Annotated[str, typer.Option(help="Location encoder name.")] = "geoclip",
     dtype: Annotated[str, typer.Option(help="Embeddings on disk: float32 or float16.")] = "float32",
     batch_size: Annotated[int, typer.Option(help="Rows per encoder forward pass.")] = 8192,

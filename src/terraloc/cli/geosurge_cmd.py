@@ -10,20 +10,14 @@ import typer
 from rich.table import Table
 
 from terraloc.cli.app import app, bench_app, err_console, out_console
+from terraloc.config import DEFAULT_BACKBONE
 from terraloc.errors import InputError
 
 
-def _read_coords(path: Path, lat_col: str, lon_col: str):  # type: ignore[no-untyped-def]
-    import numpy as np
+def _read_coords(path: Path, lat_col: str | None, lon_col: str | None):  # type: ignore[no-untyped-def]
+    from terraloc.inputs import read_coordinates
 
-    from terraloc.geo.coords import validate_latlon
-    from terraloc.table import parse_float_column, read_csv, require_columns
-
-    df = read_csv(path, skip_comments=True)
-    require_columns(df, [lat_col, lon_col], path)
-    lat = parse_float_column(df, lat_col, path).values
-    lon = parse_float_column(df, lon_col, path).values
-    return validate_latlon(np.stack([lat, lon], 1), source=str(path), rows=df["_line"].to_numpy())
+    return read_coordinates(path, lat_col=lat_col, lon_col=lon_col)
 
 
 def _parse_taus(text: str | None) -> tuple[int, ...] | None:
@@ -41,14 +35,14 @@ def geocells_command(
         Path | None,
         typer.Option("--coords", help="CSV of training coordinates (default: GeoCLIP's 100K MP-16 gallery)."),
     ] = None,
-    lat_col: Annotated[str, typer.Option(help="Latitude column.")] = "LAT",
-    lon_col: Annotated[str, typer.Option(help="Longitude column.")] = "LON",
+    lat_col: Annotated[str | None, typer.Option(help="Latitude column of --coords (default: detected).")] = None,
+    lon_col: Annotated[str | None, typer.Option(help="Longitude column of --coords (default: detected).")] = None,
     tau_max: Annotated[
         str | None, typer.Option("--tau-max", help="Comma-separated tau_max per level (coarse→fine).")
     ] = None,
     tau_min: Annotated[int | None, typer.Option("--tau-min", help="Drop cells with fewer coordinates.")] = None,
     scale: Annotated[bool, typer.Option("--scale/--no-scale", help="Scale the MP-16 taus to the sample size.")] = True,
-    out: Annotated[Path | None, typer.Option("--out", help="Write the partition (.npz) here.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the partition (.npz) here.")] = None,
     compare_mp16: Annotated[
         bool, typer.Option("--compare-mp16", help="Compare with shared/data/geocells/cells_50_*.csv.")
     ] = False,
@@ -148,7 +142,7 @@ def compare_with_mp16(ll):  # type: ignore[no-untyped-def]
 def train_command(
     objective: Annotated[str, typer.Argument(help="geosurge or geoclip")],
     train: Annotated[Path, typer.Option("--train", help="Training shard folder.")],
-    out: Annotated[Path, typer.Option("--out", help="Run folder (checkpoints, metrics.csv, tensorboard/).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (checkpoints, metrics.csv, tensorboard/).")],
     val: Annotated[Path | None, typer.Option("--val", help="Validation shard folder (early stopping).")] = None,
     partition: Annotated[
         Path | None,
@@ -157,21 +151,21 @@ def train_command(
     tau_max: Annotated[
         str | None, typer.Option("--tau-max", help="Comma-separated tau_max (when building the partition).")
     ] = None,
-    tau_min: Annotated[int | None, typer.Option("--tau-min")] = None,
+    tau_min: Annotated[int | None, typer.Option("--tau-min", help="Drop cells with fewer photos.")] = None,
     levels: Annotated[int, typer.Option("--levels", help="Use the finest N levels of the partition (0 = all).")] = 0,
     loss: Annotated[str, typer.Option("--loss", help="InfoNCE variant: full or inbatch.")] = "inbatch",
     proj_hidden: Annotated[int, typer.Option(help="Hidden width of the visual projection (0 = linear).")] = 0,
-    epochs: Annotated[int, typer.Option()] = 10,
+    epochs: Annotated[int, typer.Option(help="Passes over the training shards.")] = 10,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Global batch size.")] = 1024,
-    lr: Annotated[float, typer.Option()] = 1e-4,
-    weight_decay: Annotated[float, typer.Option("--weight-decay")] = 1e-4,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-4,
+    weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay.")] = 1e-4,
     gamma: Annotated[float, typer.Option(help="LR decay factor per epoch.")] = 0.5,
     patience: Annotated[int, typer.Option(help="Early-stopping patience (epochs).")] = 4,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Annotated[int, typer.Option(help="Random seed (initialisation, batch order).")] = 0,
     checkpoint_every: Annotated[
         int, typer.Option("--checkpoint-every", help="Steps between checkpoints (0 = epoch ends).")
     ] = 0,
-    max_steps: Annotated[int, typer.Option("--max-steps")] = 0,
+    max_steps: Annotated[int, typer.Option("--max-steps", help="Stop after this many steps (0 = no limit).")] = 0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,
     queue_size: Annotated[int, typer.Option("--queue-size", help="GeoCLIP GPS queue length.")] = 4096,
     pretrained: Annotated[
@@ -181,8 +175,10 @@ def train_command(
         bool, typer.Option("--freeze-location", help="GeoCLIP: keep the location encoder fixed.")
     ] = False,
     threads: Annotated[int, typer.Option(help="Torch threads (0 = default).")] = 0,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
-    tensorboard: Annotated[bool, typer.Option("--tensorboard/--no-tensorboard")] = True,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    tensorboard: Annotated[
+        bool, typer.Option("--tensorboard/--no-tensorboard", help="Write TensorBoard logs to OUT/tensorboard/.")
+    ] = True,
     kill_at_step: Annotated[int, typer.Option("--kill-at-step", hidden=True)] = 0,
     dtype: Annotated[str, typer.Option("--dtype", help="float32, or float64 for equivalence checks.")] = "float32",
     optimizer: Annotated[
@@ -215,12 +211,18 @@ def train_command(
             else:
                 coords = tr.coords()
                 tmax = _parse_taus(tau_max)
+                # Default: the paper's MP-16 thresholds scaled to this many photos (levels that
+                # coincide on small data are merged); --tau-max/--tau-min given are used as given.
+                scaled_max, scaled_min = scale_taus(len(coords), GEOSURGE_TAU_MAX, GEOSURGE_TAU_MIN)
+                tmin = scaled_min if tau_min is None else tau_min
                 if tmax is None:
-                    tmax, tmin = scale_taus(
-                        len(coords), GEOSURGE_TAU_MAX, GEOSURGE_TAU_MIN if tau_min is None else tau_min
-                    )
-                else:
-                    tmin = GEOSURGE_TAU_MIN if tau_min is None else tau_min
+                    tmax = scaled_max
+                    if info.is_main:
+                        err_console.print(
+                            f"geocells: MP-16 thresholds scaled to {len(coords):,} photos: tau_max {list(tmax)}, "
+                            f"tau_min {tmin} (set --tau-max/--tau-min to choose)",
+                            markup=False,
+                        )
                 part = S2Partition.build(coords, tmax, tmin, source=str(train))
             if levels:
                 if not 1 <= levels <= part.n_levels:
@@ -270,20 +272,31 @@ def train_command(
 @app.command("embed")
 def embed_command(
     photos: Annotated[
-        Path, typer.Option("--photos", help="CSV with columns path,lat,lon (paths relative to the CSV).")
+        str,
+        typer.Option(
+            "--photos",
+            help="Geotagged photos: a CSV/Parquet manifest (path or id + lat/lon columns; paths relative to it) "
+            "or a folder or glob of photos with EXIF GPS.",
+        ),
     ],
-    out: Annotated[Path, typer.Option("--out", help="Shard folder to write.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Shard folder to write.")],
     backbone: Annotated[
-        str, typer.Option("--backbone", help="Image backbone spec (see terraloc.encoders.image).")
-    ] = "tiny",
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
-    shard_rows: Annotated[int, typer.Option("--shard-rows")] = 16384,
-    id_col: Annotated[str, typer.Option(help="Id column (default: the path).")] = "path",
+        str, typer.Option("--backbone", help="Image backbone spec (the same default as `terraloc predict`).")
+    ] = DEFAULT_BACKBONE,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per backbone call.")] = 32,
+    shard_rows: Annotated[int, typer.Option("--shard-rows", help="Rows per shard file.")] = 16384,
+    workers: Annotated[int, typer.Option(help="Decoding threads.")] = 2,
+    id_col: Annotated[str | None, typer.Option(help="Manifest id column (default: the path column).")] = None,
+    lat_col: Annotated[str | None, typer.Option(help="Manifest latitude column (default: detected).")] = None,
+    lon_col: Annotated[str | None, typer.Option(help="Manifest longitude column (default: detected).")] = None,
 ) -> None:
     """Embed geotagged photos with a backbone and write training shards (bad images are skipped)."""
     from terraloc.train.embed import embed_photos
 
-    n, errors = embed_photos(photos, out, backbone, batch_size=batch_size, shard_rows=shard_rows, id_col=id_col)
+    n, errors = embed_photos(
+        photos, out, backbone, batch_size=batch_size, shard_rows=shard_rows, id_col=id_col, workers=workers,
+        lat_col=lat_col, lon_col=lon_col,
+    )  # fmt: skip
     for e in errors:
         err_console.print(f"skipped: {e}", markup=False)
     err_console.print(f"{n} photo(s) embedded into {out} ({len(errors)} skipped)", markup=False)

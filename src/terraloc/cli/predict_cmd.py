@@ -13,7 +13,7 @@ import typer
 from terraloc.cli.app import app, err_console, out_console
 from terraloc.errors import InputError
 
-FORMATS = ("table", "json", "csv", "geojson")
+FORMATS = ("table", "json", "csv", "geojson")  # "json" = JSON Lines (--format jsonl)
 
 
 def expand_inputs(paths: list[Path]) -> tuple[list[str], list[tuple[str, str]]]:
@@ -65,6 +65,24 @@ def expand_inputs(paths: list[Path]) -> tuple[list[str], list[tuple[str, str]]]:
     return images, errors
 
 
+def build_progress() -> Any:
+    """A ``progress(stage, done, total)`` callback printing first-time gallery/index builds on stderr."""
+    last: dict[str, int] = {}
+
+    def report(stage: str, done: int, total: int) -> None:
+        pct = 100 * done // max(total, 1)
+        if last.get(stage) == pct:
+            return
+        last[stage] = pct
+        if stage.startswith("index"):
+            msg = f"{stage}: {'building or loading (built once, cached with the gallery)' if done < total else 'ready'}"
+        else:
+            msg = f"{stage}: {done}/{total} rows"
+        err_console.print(msg, markup=False, style="dim")
+
+    return report
+
+
 def _table(preds: list[Any]) -> None:
     from rich.table import Table
 
@@ -82,6 +100,7 @@ def _table(preds: list[Any]) -> None:
         if p.abstained:
             t.add_row(p.image, "", "", "", "", f"[yellow]abstained ({escape(confidence_words(p.confidence))})[/yellow]")
             continue
+        words = confidence_words(p.confidence)
         for c in p.candidates:
             place = ", ".join(x for x in (c.city, c.admin1, c.country) if x)
             t.add_row(
@@ -100,6 +119,10 @@ def _table(preds: list[Any]) -> None:
 def predict_command(
     paths: Annotated[list[Path], typer.Argument(help="Image files, folders (recursive) or CSV lists of paths.")],
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Candidates per image.")] = 5,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="A saved geolocator folder (Geolocator.save_pretrained) or a preset name."),
+    ] = None,
     backbone: Annotated[
         str | None,
         typer.Option(help="Backbone: a local folder, a model name (terraloc models list) or efficientnet-lite0."),
@@ -107,8 +130,23 @@ def predict_command(
     head: Annotated[
         str | None,
         typer.Option(
-            help="geoclip (GPS gallery), refdb (reference photos, needs --db) or geosurge (needs --checkpoint)."
+            help="geoclip (GPS gallery), refdb (reference photos, needs --db), geosurge (needs --checkpoint), "
+            "geosurge+fusion (needs --fusion) or an installed third-party head."
         ),
+    ] = None,
+    gallery: Annotated[
+        str | None,
+        typer.Option(help="GPS gallery for the geoclip head: geoclip-100k or a folder (terraloc gallery build)."),
+    ] = None,
+    index: Annotated[
+        str | None,
+        typer.Option(
+            help="Gallery search: flat (exact), hierarchical@OPTS or a FAISS factory string with @PARAMS, "
+            "e.g. 'IVF1024,Flat@nprobe=16'; built once and cached with the gallery."
+        ),
+    ] = None,
+    shortlist: Annotated[
+        int | None, typer.Option(help="Rows an approximate --index retrieves per image (softmax support).")
     ] = None,
     fusion: Annotated[
         Path | None,
@@ -117,25 +155,28 @@ def predict_command(
             "head defaults to geosurge.pt beside it."
         ),
     ] = None,
-    segmenter: Annotated[str, typer.Option(help="Segmentation provider for --fusion: tflite or oneformer:DIR.")] = (
-        "tflite"
-    ),
+    segmenter: Annotated[
+        str | None, typer.Option(help="Segmentation provider for --fusion: tflite or oneformer:DIR.")
+    ] = None,
     checkpoint: Annotated[
         Path | None, typer.Option("--checkpoint", help="Trained GeoSURGE checkpoint (terraloc train geosurge).")
     ] = None,
     db: Annotated[Path | None, typer.Option("--db", help="Reference database folder (terraloc db build).")] = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="table, json (JSON Lines), csv or geojson.")] = "table",
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write results to this file (as they finish).")
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table, csv, jsonl (JSON Lines) or geojson.")] = "table",
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write results to this file (as they finish).")
     ] = None,
+    output_old: Annotated[Path | None, typer.Option("--output", hidden=True, help="Old name of --out.")] = None,
     map_html: Annotated[Path | None, typer.Option("--map", help="Also write an offline HTML map.")] = None,
-    resume: Annotated[bool, typer.Option(help="Skip images already in --output.")] = False,
-    batch_size: Annotated[int, typer.Option(help="Images per backbone call.")] = 16,
-    workers: Annotated[int, typer.Option(help="JPEG decoding threads.")] = 2,
-    ten_crop: Annotated[bool, typer.Option(help="Average the logits of ten crops (geoclip head).")] = False,
-    places: Annotated[bool, typer.Option(help="Add offline place names.")] = True,
+    resume: Annotated[bool, typer.Option(help="Skip images already in --out.")] = False,
+    batch_size: Annotated[int | None, typer.Option(help="Images per backbone call [default: 16].")] = None,
+    workers: Annotated[int | None, typer.Option(help="Decoding threads [default: 2].")] = None,
+    ten_crop: Annotated[
+        bool | None, typer.Option("--ten-crop/--no-ten-crop", help="Average the logits of ten crops (geoclip head).")
+    ] = None,
+    places: Annotated[bool | None, typer.Option("--places/--no-places", help="Add offline place names.")] = None,
     reasoner: Annotated[
-        str | None, typer.Option(help="rag: reason over nearest/farthest references (refdb head; see docs/rag.md).")
+        str | None, typer.Option(help="rag: reason over nearest/farthest references (needs --db; see docs/rag.md).")
     ] = None,
     llm: Annotated[
         str | None, typer.Option(help="LLM for --reasoner rag: local[:NAME|:PATH.gguf] or http(s)://HOST/v1#MODEL.")
@@ -149,8 +190,9 @@ def predict_command(
         typer.Option(help="KM:P, e.g. 25:0.8: abstain (explicit abstained row) when P(error <= KM) < P."),
     ] = None,
     distinct_km: Annotated[
-        float, typer.Option(help="Merge candidates within this many km of a better one (0 = raw list).")
-    ] = 25.0,
+        float | None,
+        typer.Option(help="Merge candidates within this many km of a better one (0 = raw list) [default: 25]."),
+    ] = None,
 ) -> None:
     """Predict where photos were taken: ranked locations with probabilities and place names.
 
@@ -159,28 +201,47 @@ def predict_command(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from terraloc.pipeline import Geolocator, GeolocatorConfig
+    from terraloc.cli.options import deprecated, renamed
+    from terraloc.pipeline import Geolocator, resolve_config
     from terraloc.pipeline.outputs import StreamWriter, done_images, geojson, html_map, rewrite_without
     from terraloc.pipeline.types import ImagePrediction
 
+    output = renamed(out, output_old, new="--out", old="--output")
     fmt = fmt.lower()
+    if fmt == "json":
+        deprecated("--format json", "--format jsonl", "the same JSON Lines")
+    fmt = "json" if fmt == "jsonl" else fmt  # JSON Lines, called "json" inside
     if fmt not in FORMATS:
-        raise InputError(f"unknown format '{fmt}'; choose one of {', '.join(FORMATS)}", field="format")
+        raise InputError(f"unknown format '{fmt}'; choose one of table, csv, jsonl, geojson", field="--format")
     if top_k < 1:
         raise InputError(f"must be at least 1, got {top_k}", field="top-k")
     if resume and output is None:
-        raise InputError("--resume needs --output FILE", field="resume")
+        raise InputError("--resume needs --out FILE", field="resume")
     if resume and fmt not in ("csv", "json"):
-        raise InputError("--resume works with --format csv or json", field="resume")
-    if head is None:
-        head = (
-            "refdb" if db is not None else ("geosurge" if checkpoint is not None or fusion is not None else "geoclip")
-        )
-    if backbone is None:
-        if head == "refdb" and db is not None and (db / "manifest.json").exists():
-            backbone = json.loads((db / "manifest.json").read_text())["backbone"]["id"]
-        else:
-            backbone = "clip-vit-large-patch14"
+        raise InputError("--resume works with --format csv or jsonl", field="resume")
+    config, source = resolve_config(
+        model,
+        backbone=backbone,
+        head=head,
+        gallery=gallery,
+        index=index,
+        shortlist=shortlist,
+        db=db,
+        checkpoint=checkpoint,
+        fusion=fusion,
+        segmenter=segmenter,
+        ten_crop=ten_crop,
+        batch_size=batch_size,
+        workers=workers,
+        places=places,
+        reasoner=reasoner,
+        llm=llm,
+        calibrator=calibrator,
+        min_confidence=min_confidence,
+        distinct_km=distinct_km,
+    )
+    if config.min_confidence is not None and config.calibrator is None:
+        raise InputError("--min-confidence needs --calibrator FILE", field="min-confidence")
 
     images, input_errors = expand_inputs(paths)
     done: set[str] = set()
@@ -191,32 +252,7 @@ def predict_command(
 
     for _src, msg in input_errors:
         err_console.print(f"error: {msg}", markup=False)
-    config = GeolocatorConfig(
-        backbone=backbone,
-        head=head,
-        refdb=str(db) if db is not None else None,
-        checkpoint=str(checkpoint) if checkpoint is not None else None,
-        fusion=str(fusion) if fusion is not None else None,
-        segmenter=segmenter,
-        ten_crop=ten_crop,
-        batch_size=batch_size,
-        workers=workers,
-        places=places,
-        reasoner=reasoner,
-        llm=llm,
-        calibrator=str(calibrator) if calibrator is not None else None,
-        distinct_km=distinct_km,
-        min_confidence=min_confidence,
-    )
-    if min_confidence is not None:
-        from terraloc.confidence import parse_min_confidence
-
-        parse_min_confidence(min_confidence)  # a bad value fails before the model loads
-        if calibrator is None:
-            raise InputError("--min-confidence needs --calibrator FILE", field="min-confidence")
-    if distinct_km < 0:
-        raise InputError(f"must be >= 0, got {distinct_km}", field="distinct-km")
-    geo = Geolocator(config) if todo else None
+    geo = Geolocator(config, source=source, progress=build_progress()) if todo else None
 
     failed = len(input_errors)
     results: list[ImagePrediction] = []
@@ -258,7 +294,7 @@ def predict_command(
     if not stream:
         if fmt == "table":
             if output is not None:
-                raise InputError("--format table prints to the terminal; use csv/json/geojson with --output")
+                raise InputError("--format table prints to the terminal; use csv/jsonl/geojson with --out")
             _table(results)
         else:
             text = json.dumps(geojson(results), ensure_ascii=False)
@@ -275,7 +311,7 @@ def predict_command(
     n_ok = sum(1 for r in results if r.ok and not r.abstained)
     skipped = f", {len(done)} already done" if done else ""
     n_abs = sum(1 for r in results if r.abstained)
-    abstained = f", {n_abs} abstained (below --min-confidence {min_confidence})" if n_abs else ""
+    abstained = f", {n_abs} abstained (below --min-confidence {config.min_confidence})" if n_abs else ""
     err_console.print(f"{n_ok} predicted, {failed} failed{abstained}{skipped}", markup=False, style="dim")
     if failed:
         raise typer.Exit(2)

@@ -46,7 +46,7 @@ def rag_eval(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the LLM response cache.")] = False,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals.")] = 1000,
     out: Annotated[
-        Path | None, typer.Option("--out", help="Write per-method predictions and LLM answers here.")
+        Path | None, typer.Option("--out", "-o", help="Write per-method predictions and LLM answers here.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     calibrator: Annotated[

@@ -4,36 +4,33 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from terraloc.cli.app import app, bench_app, err_console, fail, out_console
-from terraloc.errors import InputError
 
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
 
-def _model_loader(  # type: ignore[no-untyped-def]
-    backbone: str | None,
-    head: str | None,
-    db: Path | None,
-    ten_crop: bool,
-    places: bool,
-    predictor: str | None,
-    confidence: dict | None = None,  # type: ignore[type-arg]
-):
-    """A zero-argument callable that loads the model (run in the server's background thread)."""
+def _model_loader(predictor: str | None, **options: Any):  # type: ignore[no-untyped-def]
+    """A zero-argument callable that loads the model (run in the server's background thread).
+
+    Options are resolved here, before the server starts, by the same function as ``terraloc
+    predict`` (``terraloc.pipeline.resolve_config``): a bad option fails at once, exit 2.
+    """
+    from terraloc.pipeline import resolve_config
     from terraloc.serve.geolocator import geolocator_loader
     from terraloc.serve.predictor import import_factory
 
     if predictor:
         return import_factory(predictor)
-    if db is not None and not db.is_dir():
+    db = options.get("db")
+    if db is not None and not Path(db).is_dir():
         fail(f"--db: {db}: no such folder")
-    if backbone is not None or db is None:
-        _precheck_backbone(backbone or "clip-vit-large-patch14")
-    return geolocator_loader(backbone, head, str(db) if db else None, ten_crop, places, **(confidence or {}))
+    config, source = resolve_config(**options)
+    _precheck_backbone(config.backbone)
+    return geolocator_loader(config, source)
 
 
 def _precheck_backbone(spec: str) -> None:
@@ -66,17 +63,37 @@ def serve(
             "predict(images, top_k) and describe()."
         ),
     ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="A saved geolocator folder (Geolocator.save_pretrained) or a preset name."),
+    ] = None,
     head: Annotated[
-        str | None, typer.Option(help="geoclip (GPS gallery) or refdb (reference photos, needs --db).")
+        str | None,
+        typer.Option(help="geoclip, refdb (needs --db), geosurge (needs --checkpoint), geosurge+fusion (--fusion)."),
+    ] = None,
+    gallery: Annotated[
+        str | None, typer.Option(help="GPS gallery for the geoclip head: geoclip-100k or a gallery folder.")
+    ] = None,
+    index: Annotated[
+        str | None, typer.Option(help="Gallery search: flat, hierarchical@OPTS or a FAISS factory string@PARAMS.")
     ] = None,
     db: Annotated[Path | None, typer.Option("--db", help="Reference database folder (terraloc db build).")] = None,
-    ten_crop: Annotated[bool, typer.Option(help="Average the logits of ten crops (geoclip head).")] = False,
-    places: Annotated[bool, typer.Option(help="Add offline place names.")] = True,
-    top_k: Annotated[int, typer.Option(help="Default number of candidates per photo.", min=1)] = 5,
+    checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Trained GeoSURGE checkpoint.")] = None,
+    fusion: Annotated[Path | None, typer.Option(help="Semantic-fusion checkpoint (terraloc fusion train).")] = None,
+    segmenter: Annotated[str | None, typer.Option(help="Segmentation provider for --fusion.")] = None,
+    reasoner: Annotated[str | None, typer.Option(help="rag: the RAG reasoning stage (needs --db).")] = None,
+    llm: Annotated[str | None, typer.Option(help="LLM for --reasoner rag.")] = None,
+    ten_crop: Annotated[
+        bool | None, typer.Option("--ten-crop/--no-ten-crop", help="Average the logits of ten crops (geoclip head).")
+    ] = None,
+    places: Annotated[bool | None, typer.Option("--places/--no-places", help="Add offline place names.")] = None,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Default number of candidates per photo.", min=1)] = 5,
     max_upload_mb: Annotated[float, typer.Option(help="Largest accepted image file, in MB.", min=0.001)] = 20.0,
     max_pixels: Annotated[int, typer.Option(help="Largest accepted image, in pixels (w x h).", min=1)] = 100_000_000,
     max_batch: Annotated[int, typer.Option(help="Most images in one batch request.", min=1)] = 16,
-    workers: Annotated[int, typer.Option(help="Inference threads.", min=1)] = 1,
+    workers: Annotated[
+        int, typer.Option(help="Parallel inference workers (threads; each answers one request at a time).", min=1)
+    ] = 1,
     queue_size: Annotated[int, typer.Option(help="Requests that may wait for a worker before 503.", min=0)] = 8,
     api_key: Annotated[
         str | None,
@@ -101,8 +118,8 @@ def serve(
         str | None, typer.Option(help="KM:P, e.g. 25:0.8: abstain when P(error <= KM) < P (needs --calibrator).")
     ] = None,
     distinct_km: Annotated[
-        float, typer.Option(help="Merge candidates within this many km of a better one (0 = raw list).", min=0)
-    ] = 25.0,
+        float | None, typer.Option(help="Merge candidates within this many km of a better one (0 = raw list) [25].")
+    ] = None,
 ) -> None:
     """Serve the REST API (/v1/predict, /docs) and the map page (/) with uvicorn."""
     import uvicorn
@@ -112,29 +129,35 @@ def serve(
 
     if log_level.lower() not in ("debug", "info", "warning", "error"):
         fail(f"--log-level: expected debug, info, warning or error, got '{log_level}'")
-    if backbone and predictor:
-        fail("--backbone and --predictor exclude each other")
+    if (backbone or model) and predictor:
+        fail("--backbone/--model and --predictor exclude each other")
     if tile_url and not tile_url.startswith(("http://", "https://")):
         fail(f"--tile-url: expected an http(s) URL template, got '{tile_url}'")
     if api_key is not None and not api_key.strip():
         fail("--api-key (or TERRALOC_API_KEY) is empty")
-    if min_confidence is not None:
-        from terraloc.confidence import parse_min_confidence
-
-        try:
-            parse_min_confidence(min_confidence)
-        except InputError as exc:
-            fail(str(exc))
-        if calibrator is None:
-            fail("--min-confidence needs --calibrator FILE")
     if calibrator is not None and not calibrator.is_file():
         fail(f"--calibrator: {calibrator}: no such file")
-    conf = {
-        "calibrator": str(calibrator) if calibrator else None,
-        "min_confidence": min_confidence,
-        "distinct_km": distinct_km,
-    }
-    loader = _model_loader(backbone, head, db, ten_crop, places, predictor, conf)
+    if min_confidence is not None and calibrator is None:
+        fail("--min-confidence needs --calibrator FILE")
+    loader = _model_loader(
+        predictor,
+        model=model,
+        backbone=backbone,
+        head=head,
+        gallery=gallery,
+        index=index,
+        db=db,
+        checkpoint=checkpoint,
+        fusion=fusion,
+        segmenter=segmenter,
+        reasoner=reasoner,
+        llm=llm,
+        ten_crop=ten_crop,
+        places=places,
+        calibrator=calibrator,
+        min_confidence=min_confidence,
+        distinct_km=distinct_km,
+    )
     settings = ServeSettings(
         host=host,
         port=port,
@@ -178,15 +201,19 @@ def bench_serve(
     clients: Annotated[int, typer.Option(help="Concurrent clients.", min=1)] = 8,
     duration: Annotated[float, typer.Option(help="Seconds of load.", min=0.5)] = 60.0,
     sequential: Annotated[int, typer.Option(help="Requests for the overhead measurement.", min=1)] = 40,
-    images: Annotated[
-        Path | None, typer.Option(help="Folder of photos to send (default: the shared osv5m photos).")
+    photos: Annotated[
+        Path | None, typer.Option("--photos", help="Folder of photos to send (default: the shared osv5m photos).")
     ] = None,
-    top_k: Annotated[int, typer.Option(min=1)] = 5,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Candidates per photo.", min=1)] = 5,
+    images_old: Annotated[Path | None, typer.Option("--images", hidden=True, help="Old name of --photos.")] = None,
     queue_size: Annotated[int, typer.Option(help="Server queue size.", min=0)] = 8,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Load-test `terraloc serve` from this process against a server subprocess on loopback."""
+    from terraloc.cli.options import renamed
     from terraloc.serve.loadtest import bench_table, run_bench
+
+    images = renamed(photos, images_old, new="--photos", old="--images")
 
     result = run_bench(
         backbone=backbone,

@@ -18,9 +18,7 @@ from numpy.typing import NDArray
 
 from terraloc.config import shared_path
 from terraloc.errors import InputError
-from terraloc.evaluate.ids import check_unique_ids, image_key
-from terraloc.geo.coords import validate_latlon
-from terraloc.table import parse_float_column, read_csv, require_columns
+from terraloc.evaluate.ids import image_key
 
 
 @dataclass(frozen=True)
@@ -68,32 +66,27 @@ class GroundTruth:
 def load_ground_truth_csv(
     path: str | Path,
     *,
-    id_col: str,
-    lat_col: str,
-    lon_col: str,
+    id_col: str | None = None,
+    lat_col: str | None = None,
+    lon_col: str | None = None,
     name: str | None = None,
 ) -> GroundTruth:
-    """Load ground truth from any CSV given its column names.
+    """Load ground truth from any CSV/Parquet manifest (read by :func:`terraloc.inputs.read_manifest`).
+
+    Columns are matched case-insensitively and detected when not given (id/path from ``image``,
+    ``path``, ``IMG_ID``, ...; ``lat``/``latitude``; ``lon``/``lng``/``longitude``). The photos
+    need not exist; ids are kept as written.
 
     Raises:
         InputError: missing columns, non-numeric or out-of-range coordinates, empty or
             duplicate ids, or no rows; the message names the file, line and field.
     """
+    from terraloc.inputs import read_manifest
+
     path = Path(path)
-    df = read_csv(path)
-    require_columns(df, [id_col, lat_col, lon_col], path)
-    # Blank lines inside the file become rows of empty cells: drop them, keeping line numbers.
-    cells = df[[id_col, lat_col, lon_col]].apply(lambda c: c.str.strip())
-    df = df[(cells != "").any(axis=1)]
-    if len(df) == 0:
-        raise InputError("no data rows", path=path)
-    lat = parse_float_column(df, lat_col, path).values
-    lon = parse_float_column(df, lon_col, path).values
-    lines = df["_line"].to_numpy()
-    coords = validate_latlon(np.stack([lat, lon], axis=1), source=str(path), rows=lines)
-    ids = df[id_col].str.strip().tolist()
-    check_unique_ids(ids, lines, path, id_col, "image id")
-    return GroundTruth(name=name or path.stem, ids=ids, coords=coords, path=path)
+    inp = read_manifest(path, id_col=id_col, lat_col=lat_col, lon_col=lon_col, require_coords=True, check_files=False)
+    assert inp.coords is not None
+    return GroundTruth(name=name or path.stem, ids=inp.ids, coords=inp.coords, path=path)
 
 
 def load_benchmark(name: str) -> GroundTruth:

@@ -43,12 +43,18 @@ def scale_taus(
 ) -> tuple[tuple[int, ...], int]:
     """Scale MP-16 thresholds to a sample of ``n_samples`` coordinates (same cells per image).
 
+    On a small sample several levels scale to the same threshold (300 photos: all seven become
+    2); such levels would be identical partitions, so they are merged and fewer levels are
+    returned (always at least one, strictly decreasing).
+
     Returns:
         ``(tau_max per level, tau_min)``, each at least 1 and ``tau_max >= tau_min + 1``.
     """
     f = n_samples / reference_size
     tmin = max(1, round(tau_min * f))
-    return tuple(max(tmin + 1, round(t * f)) for t in tau_max), tmin
+    scaled = [max(tmin + 1, round(t * f)) for t in tau_max]
+    distinct = [t for i, t in enumerate(scaled) if i == 0 or t != scaled[i - 1]]
+    return tuple(distinct), tmin
 
 
 def _split_level(
@@ -143,7 +149,9 @@ class S2Partition:
         tau_max = tuple(int(t) for t in tau_max)
         if not tau_max or any(b >= a for a, b in itertools.pairwise(tau_max)):
             raise InputError(
-                f"tau_max must be a non-empty strictly decreasing list, got {list(tau_max)}", field="tau_max"
+                f"tau_max must be a non-empty strictly decreasing list, got {list(tau_max)} "
+                "(set --tau-max, e.g. 40,10 for a few hundred photos)",
+                field="tau_max",
             )
         if tau_min < 1 or tau_min > min(tau_max):
             raise InputError(f"tau_min must be in 1..{min(tau_max)}, got {tau_min}", field="tau_min")

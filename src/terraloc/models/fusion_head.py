@@ -5,7 +5,7 @@
 
 The pipeline's batching hands heads stacked arrays, so :meth:`FusedGeoSurgeHead.transform`
 returns a ``(4, S, S)`` float32 array per photo: the three normalised pixel channels plus the
-map's class ids as a fourth channel (exact in float32); :meth:`predict_pixels` splits them.
+map's class ids as a fourth channel (exact in float32); :meth:`FusedGeoSurgeHead.predict` splits them.
 """
 
 from __future__ import annotations
@@ -21,10 +21,16 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from terraloc.errors import InputError
+from terraloc.models.head import BaseHead, Candidates, register_head
 
 
-class FusedGeoSurgeHead:
+@register_head("geosurge+fusion")
+class FusedGeoSurgeHead(BaseHead):
     """A trained fusion checkpoint + GeoSURGE head on a terraloc CLIP backbone.
+
+    A pixel head (``input = "pixels"``): :meth:`transform` adds the segmentation map as a fourth
+    channel, :meth:`predict` runs CLIP tokens → fusion → GeoSURGE. The checkpoint records the CLIP
+    it was trained on (``required_backbone``); :func:`~terraloc.models.head.build_head` refuses another.
 
     Args:
         backbone: the pipeline's CLIP backbone (its last block is replaced by the checkpoint's).
@@ -37,6 +43,8 @@ class FusedGeoSurgeHead:
     Raises:
         MissingResourceError / InputError: missing or mismatching checkpoints or models.
     """
+
+    input = "pixels"
 
     def __init__(
         self,
@@ -72,6 +80,22 @@ class FusedGeoSurgeHead:
             "fusion_blocks": self.encoder.fusion.cfg.num_blocks,
             "trained_backbone": payload.get("backbone", ""),
         }
+        self.fusion_path, self.geosurge_path = Path(fusion), gs
+        from terraloc.models.geosurge_head import recorded_backbone
+
+        self.required_backbone = recorded_backbone(payload)
+
+    @classmethod
+    def from_config(cls, config: Any, backbone: Any) -> FusedGeoSurgeHead:
+        if not config.fusion:
+            raise InputError("the geosurge+fusion head needs a fusion checkpoint (--fusion FILE)", field="fusion")
+        return cls(backbone, config.fusion, config.checkpoint, config.segmenter)
+
+    def describe(self) -> dict[str, Any]:
+        return {"fusion": self.info}
+
+    def files(self) -> dict[str, str]:
+        return {"fusion": str(self.fusion_path), "checkpoint": str(self.geosurge_path)}
 
     def segment(self, image: Image.Image) -> NDArray[np.uint8]:
         """The photo's ``(H, W)`` map (cached by pixel content)."""
@@ -99,10 +123,10 @@ class FusedGeoSurgeHead:
         pixels, seg = stacked[:, :3], stacked[:, 3].round().long()
         return self.encoder(pixels, seg)  # type: ignore[no-any-return]
 
-    def predict_pixels(self, stacked: torch.Tensor, top_k: int) -> list[list[tuple[float, float, float]]]:
-        """Per photo ``[(lat, lon, probability), ...]`` best first."""
-        latlon, probs = self.head.predict(self.features(stacked), top_k=top_k)
-        return [
-            [(float(latlon[i, j, 0]), float(latlon[i, j, 1]), float(probs[i, j])) for j in range(latlon.shape[1])]
-            for i in range(latlon.shape[0])
-        ]
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, top_k: int) -> Candidates:
+        """``(B, 4, S, S)`` from :meth:`transform` → candidates; evidence names the cell at every level."""
+        latlon, probs, leaves = self.head.predict_leaves(self.features(x), top_k=top_k)
+        anc = self.head.partition.ancestry
+        evidence = [[{"cells": [int(c) for c in anc[leaf]]} for leaf in row] for row in leaves]
+        return Candidates(latlon, probs, evidence)

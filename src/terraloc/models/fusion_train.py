@@ -152,41 +152,42 @@ class PhotoSet:
 
 
 def load_photo_set(
-    folder: Path,
+    folder: str | Path | Sequence[str | Path],
     metadata: Path | None = None,
     segmenter_spec: str = "tflite",
     limit: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> PhotoSet:
-    """Photos of a folder with ``metadata.csv`` (``IMG_ID,LAT,LON`` columns) and their cached maps.
+    """Photos with ground truth and their cached segmentation maps.
 
-    Photos that fail to load are skipped (listed by the caller through ``progress``).
+    ``folder`` is anything :func:`terraloc.inputs.read_photo_inputs` reads with coordinates; a
+    folder holding a ``metadata.csv`` (``IMG_ID,LAT,LON``, the shared photo sets) is read through
+    that manifest, and ``metadata`` names another manifest. Photos that fail to load are skipped.
     """
-    import pandas as pd
-
     from terraloc.encoders.segmentation import SegmentationCache, load_image, load_segmenter
-    from terraloc.errors import InputError, TerralocError
+    from terraloc.errors import TerralocError
+    from terraloc.inputs import read_photo_inputs
 
-    meta = metadata or folder / "metadata.csv"
-    if not meta.is_file():
-        raise InputError("ground-truth metadata not found", path=meta)
-    df = pd.read_csv(meta)
-    missing = [c for c in ("IMG_ID", "LAT", "LON") if c not in df.columns]
-    if missing:
-        raise InputError(f"missing column(s) {missing}", path=meta, field=missing[0])
-    rows = df.iloc[: limit or None]
+    spec: str | Path | Sequence[str | Path] = folder
+    if metadata is not None:
+        spec = metadata
+    elif isinstance(folder, str | Path) and Path(folder).is_dir() and (Path(folder) / "metadata.csv").is_file():
+        spec = Path(folder) / "metadata.csv"
+    inp = read_photo_inputs(spec, require_coords=True)
+    assert inp.coords is not None
+    n = len(inp.paths) if not limit else min(limit, len(inp.paths))
     cache = SegmentationCache(load_segmenter(segmenter_spec))
     paths, coords, maps = [], [], []
-    for i, (name, lat, lon) in enumerate(zip(rows["IMG_ID"], rows["LAT"], rows["LON"], strict=True)):
-        p = folder / str(name)
+    for i in range(n):
+        p = Path(inp.paths[i])
         try:
             maps.append(cache.get(p, load_image(p))[0])
             paths.append(p)
-            coords.append((float(lat), float(lon)))
+            coords.append(inp.coords[i])
         except TerralocError:
             pass
         if progress:
-            progress(i + 1, len(rows))
+            progress(i + 1, n)
     return PhotoSet(paths, np.asarray(coords, dtype=np.float64).reshape(-1, 2), maps)
 
 

@@ -313,6 +313,17 @@ class GeoSurgeHead:
         refine: bool = True,
         batch_size: int = 1024,
     ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """:meth:`predict_leaves` without the leaf indices."""
+        latlon, probs, _ = self.predict_leaves(embeddings, top_k, refine, batch_size)
+        return latlon, probs
+
+    def predict_leaves(
+        self,
+        embeddings: Tensor | NDArray[np.float32],
+        top_k: int = 5,
+        refine: bool = True,
+        batch_size: int = 1024,
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.int64]]:
         """Top-k leaf locations and probabilities (softmax over the leaves' hierarchical scores).
 
         Args:
@@ -321,7 +332,8 @@ class GeoSurgeHead:
             refine: refine the rank-1 location inside its cell when a refiner is attached.
 
         Returns:
-            ``latlon`` ``(N, k, 2)`` degrees and ``probs`` ``(N, k)`` (each row sums to <= 1).
+            ``latlon`` ``(N, k, 2)`` degrees, ``probs`` ``(N, k)`` (each row sums to <= 1) and the
+            leaf (finest-level cell) indices ``(N, k)``.
         """
         arr = embeddings.detach().cpu().numpy() if isinstance(embeddings, Tensor) else embeddings
         x = torch.as_tensor(np.asarray(arr, dtype=np.float32)).to(self.model.log_temperature.dtype)
@@ -331,6 +343,7 @@ class GeoSurgeHead:
         centers = self.partition.centers[-1]
         out_ll = np.zeros((x.shape[0], k, 2))
         out_p = np.zeros((x.shape[0], k))
+        out_leaf = np.zeros((x.shape[0], k), dtype=np.int64)
         for s in range(0, x.shape[0], batch_size):
             xb = x[s : s + batch_size]
             scores = self.leaf_log_scores(xb)
@@ -339,11 +352,12 @@ class GeoSurgeHead:
             idx_np = idx.numpy()
             out_ll[s : s + len(xb)] = centers[idx_np]
             out_p[s : s + len(xb)] = p.numpy()
+            out_leaf[s : s + len(xb)] = idx_np
             if refine and self.refiner is not None:
                 out_ll[s : s + len(xb), 0] = self.refiner.refine(
                     xb.float().numpy(), idx_np[:, 0], centers[idx_np[:, 0]]
                 )
-        return out_ll, out_p
+        return out_ll, out_p, out_leaf
 
 
 def _partition_to_tensors(p: S2Partition) -> dict[str, Any]:

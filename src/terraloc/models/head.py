@@ -315,7 +315,6 @@ def check_backbone(
     """
     if not required:
         return
-    check_dim(int(backbone.dim), required.get("dim"), what=what, source=source, field_name=field_name)
     want_hash = required.get("hash")
     if want_hash and want_hash != backbone.weights_hash:
         where = f" ({source})" if source else ""
@@ -324,10 +323,14 @@ def check_backbone(
             f"use is '{backbone.model_id}' (weights {backbone.weights_hash}); use --backbone {required.get('id')}",
             field=field_name,
         )
+    check_dim(int(backbone.dim), required.get("dim"), what=what, source=source, field_name=field_name)
 
 
-def build_head(config: HeadConfig, backbone: Any) -> Any:
+def build_head(config: HeadConfig, backbone: Any, progress: Callable[[str, int, int], None] | None = None) -> Any:
     """Build ``config.head`` for ``backbone``: ten-crop, dimension and backbone checks happen here.
+
+    ``progress(stage, done, total)`` is handed to heads whose ``from_config`` takes a ``progress``
+    keyword (building a gallery or an index can take minutes the first time).
 
     Returns:
         An object following :class:`Head`.
@@ -338,7 +341,10 @@ def build_head(config: HeadConfig, backbone: Any) -> Any:
     """
     cls = head_class(config.head)
     check_ten_crop(cls, bool(config.ten_crop))
-    head = cls.from_config(config, backbone)
+    import inspect
+
+    takes_progress = "progress" in inspect.signature(cls.from_config).parameters
+    head = cls.from_config(config, backbone, progress=progress) if takes_progress else cls.from_config(config, backbone)
     what = f"the {cls.name} head"
     check_backbone(getattr(head, "required_backbone", None), backbone, what=what, source=_source(head))
     check_dim(int(backbone.dim), getattr(head, "input_dim", None), what=what, source=_source(head))

@@ -28,15 +28,15 @@ def raw_k(top_k: int, distinct_km: float) -> int:
 class Confident:
     """One image's confidence-stage result."""
 
-    places: list[tuple[float, float, float]]  # (lat, lon, probability), distinct, at most top_k
+    places: list[tuple[float, float, float, dict[str, Any]]]  # (lat, lon, p, evidence), distinct, <= top_k
     confidence: dict[str, float] | None
-    features: dict[str, float]
+    features: dict[str, float] | None
     region: dict[str, Any] | None
     abstained: bool
 
 
 def confidence_stage(
-    raw: list[list[tuple[float, float, float]]],
+    cands: Any,
     top_k: int,
     *,
     calibrator: Calibrator | None,
@@ -44,29 +44,42 @@ def confidence_stage(
     min_confidence: MinConfidence | None,
     region_level: float = 0.9,
 ) -> list[Confident]:
-    """Apply the stage to a batch of raw candidate lists ``[(lat, lon, p), ...]`` (best first, non-empty)."""
-    full = [i for i, r in enumerate(raw) if r]
-    k = max([1] + [min(len(raw[i]), FEATURE_K) for i in full])
-    coords = np.full((len(full), k, 2), np.nan)
-    probs = np.zeros((len(full), k))
-    for row, i in enumerate(full):
-        arr = np.asarray(raw[i][:k], dtype=np.float64).reshape(-1, 3)
-        coords[row, : len(arr)] = arr[:, :2]
-        probs[row, : len(arr)] = arr[:, 2]
-    feats = confidence_features(coords, probs)
-    conf = calibrator.predict_dicts(feats.select(calibrator.feature_names)) if calibrator is not None else None
+    """Apply the stage to a batch of :class:`~terraloc.models.head.Candidates` (best first).
+
+    A merged place keeps its best member's coordinates and evidence (plus ``"merged": n`` when it
+    absorbed others). An image without candidates gets no confidence.
+    """
+    coords = np.asarray(cands.coords, dtype=np.float64)[:, :FEATURE_K]
+    probs = np.asarray(cands.probs, dtype=np.float64)[:, :FEATURE_K]
+    full = [i for i in range(cands.n) if np.isfinite(coords[i, :, 0]).any()]
+    feats = confidence_features(coords[full], probs[full]) if full else None
+    conf = None
+    if calibrator is not None and feats is not None:
+        conf = calibrator.predict_dicts(feats.select(calibrator.feature_names))
     at = {i: row for row, i in enumerate(full)}
     out = []
-    for i, r in enumerate(raw):
-        if i not in at:
-            out.append(Confident([], None, {}, None, False))
+    for i in range(cands.n):
+        if i not in at or feats is None:
+            out.append(Confident([], None, None, None, False))
             continue
-        arr = np.asarray(r, dtype=np.float64).reshape(-1, 3)
-        xy, p, _ = merge_distinct(arr[:, :2], arr[:, 2], distinct_km)
+        rows = cands.rows(i)
+        arr = np.array([[r[0], r[1], r[2]] for r in rows], dtype=np.float64)
+        xy, p, n = merge_distinct(arr[:, :2], arr[:, 2], distinct_km)
+        leaders = _leaders(arr[:, :2], xy)
+        places = []
+        for j in range(min(top_k, len(xy))):
+            ev = dict(rows[leaders[j]][3])
+            if n[j] > 1:
+                ev["merged"] = int(n[j])
+            places.append((float(xy[j, 0]), float(xy[j, 1]), float(p[j]), ev))
         region = confidence_region(xy, p, level=region_level, radius_km=distinct_km)
         region.pop("geometry")
         c = conf[at[i]] if conf is not None else None
         abstain = min_confidence is not None and not min_confidence.accepts(c)
-        places = [(float(a), float(b), float(q)) for (a, b), q in zip(xy[:top_k], p[:top_k], strict=True)]
         out.append(Confident(places, c, feats.row(at[i]), region, abstain))
     return out
+
+
+def _leaders(raw: np.ndarray, kept: np.ndarray) -> list[int]:
+    """Index in ``raw`` of each kept place (its best member: the first identical row)."""
+    return [int(np.flatnonzero((raw == k).all(axis=1))[0]) for k in kept]

@@ -16,6 +16,8 @@ class Prediction:
         probability: the head's probability (GeoCLIP: softmax over the gallery; reference
             database: share of the neighbours' similarity weight), in ``[0, 1]``.
         city, admin1, country, country_code: nearest GeoNames place (offline), or "".
+        evidence: where the head found this candidate (see ``terraloc.models.head.Candidates``);
+            Python API only, not part of :meth:`to_json`.
     """
 
     rank: int
@@ -26,9 +28,12 @@ class Prediction:
     admin1: str = ""
     country: str = ""
     country_code: str = ""
+    evidence: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d.pop("evidence")
+        return d
 
 
 @dataclass(frozen=True)

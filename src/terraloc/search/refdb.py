@@ -28,6 +28,8 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from terraloc.errors import InputError, MissingResourceError
+from terraloc.inputs import NoPhotosError
+from terraloc.inputs import exif_gps as exif_gps  # re-exported: it used to live here
 from terraloc.io import atomic_write, atomic_write_text
 
 MANIFEST_VERSION = 1
@@ -46,95 +48,33 @@ class GeoPhoto:
     lon: float
 
 
-def exif_gps(path: str | Path) -> tuple[float, float] | None:
-    """``(lat, lon)`` degrees from a photo's EXIF GPS tags, or ``None`` when it has none."""
-    from PIL import Image
+def read_geotagged(
+    source: str | Path | Sequence[str | Path],
+    *,
+    id_col: str | None = None,
+    lat_col: str | None = None,
+    lon_col: str | None = None,
+) -> tuple[list[GeoPhoto], list[tuple[str, str]]]:
+    """Geotagged photos from a manifest (path/id + lat/lon columns), a folder or glob (EXIF GPS).
 
-    try:
-        with Image.open(path) as img:
-            gps = img.getexif().get_ifd(0x8825)
-    except Exception:
-        return None
-    if not gps or 2 not in gps or 4 not in gps:
-        return None
+    Reads through :func:`terraloc.inputs.read_photo_inputs` (``require_coords=True``): manifest
+    columns are detected case-insensitively (``IMG_ID,LAT,LON``, ``path,lat,lon`` ...), relative
+    paths resolve against the manifest's folder. Returns ``(photos, skipped)`` where ``skipped``
+    lists ``(path, reason)`` for files not used (no GPS, missing, not an image).
 
-    def deg(v: Any) -> float:
-        d, m, s = (float(x) for x in v)
-        return d + m / 60.0 + s / 3600.0
-
-    try:
-        lat, lon = deg(gps[2]), deg(gps[4])
-    except (TypeError, ValueError, ZeroDivisionError):
-        return None
-    if str(gps.get(1, "N")).upper().startswith("S"):
-        lat = -lat
-    if str(gps.get(3, "E")).upper().startswith("W"):
-        lon = -lon
-    if not (np.isfinite(lat) and np.isfinite(lon) and -90 <= lat <= 90 and -180 <= lon <= 180):
-        return None
-    return lat, lon
-
-
-def _pick(cols: list[str], options: Sequence[str]) -> str | None:
-    low = {c.lower(): c for c in cols}
-    for o in options:
-        if o in low:
-            return low[o]
-    return None
-
-
-def read_geotagged(source: str | Path) -> tuple[list[GeoPhoto], list[tuple[str, str]]]:
-    """Geotagged photos from a CSV (path/id + lat/lon columns) or a folder (EXIF GPS).
-
-    CSV columns (case-insensitive): a path column (``path``, ``image``, ``file``, ``filename``,
-    ``img_id``), ``lat``/``latitude`` and ``lon``/``lng``/``longitude``; relative paths are resolved
-    against the CSV's folder. Returns ``(photos, skipped)`` where ``skipped`` lists
-    ``(path, reason)`` for rows/photos without usable coordinates or files.
+    Raises:
+        InputError: a malformed manifest; ``NoPhotosError`` (carrying the skipped list and a hint)
+            when nothing usable is left.
     """
-    from terraloc.encoders.image.loading import find_images
+    from terraloc.inputs import read_photo_inputs
 
-    src = Path(source)
-    photos: list[GeoPhoto] = []
-    skipped: list[tuple[str, str]] = []
-    if src.is_dir():
-        for p in find_images(src):
-            ll = exif_gps(p)
-            if ll is None:
-                skipped.append((str(p), "no EXIF GPS position"))
-            else:
-                photos.append(GeoPhoto(p.stem, str(p), ll[0], ll[1]))
-        return photos, skipped
-    if not src.exists():
-        raise InputError("no such file or folder", path=src)
-    try:
-        df = pd.read_csv(src, dtype=str, keep_default_na=False)
-    except Exception as exc:
-        raise InputError(f"cannot read CSV: {exc}", path=src) from None
-    cols = list(df.columns)
-    pcol = _pick(cols, ["path", "image", "file", "filename", "img_id", "image_id", "id"])
-    latc = _pick(cols, ["lat", "latitude"])
-    lonc = _pick(cols, ["lon", "lng", "long", "longitude"])
-    for name, c in (("path", pcol), ("lat", latc), ("lon", lonc)):
-        if c is None:
-            raise InputError(f"CSV needs a {name} column; found {', '.join(cols)}", path=src, field=name)
-    assert pcol and latc and lonc
-    for i, row in enumerate(df.itertuples(index=False), start=2):
-        rec = dict(zip(cols, row, strict=True))
-        rel = rec[pcol].strip()
-        p = Path(rel) if Path(rel).is_absolute() else src.parent / rel
-        try:
-            lat, lon = float(rec[latc]), float(rec[lonc])
-        except ValueError:
-            skipped.append((str(p), f"line {i}: lat/lon not numbers"))
-            continue
-        if not (np.isfinite(lat) and np.isfinite(lon) and -90 <= lat <= 90 and -180 <= lon <= 180):
-            skipped.append((str(p), f"line {i}: lat/lon out of range"))
-            continue
-        if not p.is_file():
-            skipped.append((str(p), f"line {i}: file not found"))
-            continue
-        photos.append(GeoPhoto(Path(rel).stem, str(p), lat, lon))
-    return photos, skipped
+    inp = read_photo_inputs(source, id_col=id_col, lat_col=lat_col, lon_col=lon_col, require_coords=True)
+    assert inp.coords is not None
+    photos = [
+        GeoPhoto(Path(i).stem, p, float(ll[0]), float(ll[1]))
+        for i, p, ll in zip(inp.ids, inp.paths, inp.coords, strict=True)
+    ]
+    return photos, list(inp.skipped)
 
 
 # --------------------------------------------------------------------------- embedding loop
@@ -282,8 +222,16 @@ def check_backbone(manifest: dict, backbone: Any, path: Path) -> None:
         )
 
 
+def write_skipped(path: str | Path, skipped: Sequence[tuple[str, str]]) -> None:
+    """Write ``(path, reason)`` rows to a CSV atomically (header ``path,reason``)."""
+    with atomic_write(path, "w") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "reason"])
+        w.writerows(skipped)
+
+
 def build_database(
-    images: str | Path,
+    images: str | Path | Sequence[str | Path],
     backbone: Any,
     out: str | Path,
     *,
@@ -293,10 +241,17 @@ def build_database(
     engine: str = "local",
     progress: bool = True,
     places: bool = True,
+    id_col: str | None = None,
+    lat_col: str | None = None,
+    lon_col: str | None = None,
 ) -> dict[str, Any]:
     """Embed geotagged photos into a :class:`ReferenceDatabase` at ``out``; resumable.
 
-    Returns a summary: ``n`` included, ``skipped`` count, ``resumed_shards``, ``seconds``.
+    ``images`` is anything :func:`terraloc.inputs.read_photo_inputs` reads (a manifest with
+    coordinates, or a folder/glob of EXIF-geotagged photos). ``out/skipped.csv`` lists what was
+    left out, also when nothing was usable (then the error says so and suggests a manifest).
+
+    Returns a summary: ``n`` included, ``skipped`` list, ``resumed_shards``, ``seconds``.
     """
     t0 = time.perf_counter()
     out = Path(out)
@@ -306,10 +261,19 @@ def build_database(
         manifest = json.loads(man_path.read_text())
         check_backbone(manifest, backbone, out)
         raise InputError("a complete database already exists here (delete the folder to rebuild)", path=out)
-    photos, skipped = read_geotagged(images)
+    try:
+        photos, skipped = read_geotagged(images, id_col=id_col, lat_col=lat_col, lon_col=lon_col)
+    except NoPhotosError as exc:
+        write_skipped(out / "skipped.csv", exc.skipped)
+        raise InputError(f"{exc.problem}; skipped list written to {out / 'skipped.csv'}", path=exc.path) from None
+    source = (
+        str(Path(images).resolve())
+        if isinstance(images, str | Path)
+        else ",".join(str(Path(i).resolve()) for i in images)
+    )
     work = out / ".work"
     work.mkdir(parents=True, exist_ok=True)
-    job = {"backbone": desc, "source": str(Path(images).resolve()), "n": len(photos), "shard_size": shard_size}
+    job = {"backbone": desc, "source": source, "n": len(photos), "shard_size": shard_size}
     job_path = work / "job.json"
     if job_path.exists():
         prev = json.loads(job_path.read_text())
@@ -326,36 +290,40 @@ def build_database(
         atomic_write_text(job_path, json.dumps(job))
     n_shards = (len(photos) + shard_size - 1) // shard_size
     resumed = 0
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from terraloc.progress import report
 
-    with Progress(
-        TextColumn("embedding"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        disable=not progress,
-        transient=True,
-    ) as bar:
-        task = bar.add_task("embed", total=len(photos))
-        for s in range(n_shards):
-            shard_path = work / f"shard-{s:05d}.npz"
-            lo, hi = s * shard_size, min(len(photos), (s + 1) * shard_size)
-            if shard_path.exists():
-                resumed += 1
-                bar.advance(task, hi - lo)
-                continue
-            paths = [p.path for p in photos[lo:hi]]
-            emb, ok, errors = embed_photos(
-                paths,
-                backbone,
-                engine=engine,
-                batch_size=batch_size,
-                workers=workers,
-                on_batch=lambda idx, v, e: bar.advance(task, len(idx) + len(e)),
-            )
-            err_arr = np.array([errors.get(i, "") for i in range(hi - lo)], dtype=object).astype(str)
-            with atomic_write(shard_path, "wb") as fh:
-                np.savez(fh, emb=emb, ok=ok, errors=err_arr)
+    what = "embedding reference photos"
+    done = 0
+
+    def advance(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress:
+            report(what, done, len(photos))
+
+    for s in range(n_shards):
+        shard_path = work / f"shard-{s:05d}.npz"
+        lo, hi = s * shard_size, min(len(photos), (s + 1) * shard_size)
+        if shard_path.exists():
+            resumed += 1
+            advance(hi - lo)
+            continue
+        paths = [p.path for p in photos[lo:hi]]
+        emb, ok, errors = embed_photos(
+            paths,
+            backbone,
+            engine=engine,
+            batch_size=batch_size,
+            workers=workers,
+            on_batch=lambda idx, v, e: advance(len(idx) + len(e)),
+        )
+        err_arr = np.array([errors.get(i, "") for i in range(hi - lo)], dtype=object).astype(str)
+        with atomic_write(shard_path, "wb") as fh:
+            np.savez(fh, emb=emb, ok=ok, errors=err_arr)
+    if progress:
+        from terraloc.progress import finish
+
+        finish(what)
     # Assemble
     embs, oks, errs = [], [], []
     for s in range(n_shards):
@@ -370,7 +338,8 @@ def build_database(
         skipped.append((photos[i].path, str(err[i]) or "failed"))
     keep = [p for p, good in zip(photos, ok, strict=True) if good]
     if not keep:
-        raise InputError("no usable geotagged photos (see skipped list)", path=images)
+        write_skipped(out / "skipped.csv", skipped)
+        raise InputError(f"no photo could be embedded; skipped list written to {out / 'skipped.csv'}", path=source)
     table = pd.DataFrame(
         {
             "id": [p.id for p in keep],
@@ -395,16 +364,13 @@ def build_database(
     tmp_index.replace(out / "index.faiss")
     with atomic_write(out / "table.parquet", "wb") as fh:
         table.to_parquet(fh, index=False)
-    with atomic_write(out / "skipped.csv", "w") as fh:
-        w = csv.writer(fh)
-        w.writerow(["path", "reason"])
-        w.writerows(skipped)
+    write_skipped(out / "skipped.csv", skipped)
     manifest = {
         "version": MANIFEST_VERSION,
         "backbone": desc,
         "n": len(table),
         "skipped": len(skipped),
-        "source": str(Path(images).resolve()),
+        "source": source,
         "metric": "inner product of L2-normalised float32 embeddings",
         "complete": True,
     }

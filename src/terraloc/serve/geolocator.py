@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,40 +31,21 @@ class GeolocatorPredictor:
         return {"model": self.geolocator.model_info, "config": self.geolocator.config.to_json()}
 
 
-def geolocator_loader(
-    backbone: str | None = None,
-    head: str | None = None,
-    db: str | None = None,
-    ten_crop: bool = False,
-    places: bool = True,
-    calibrator: str | None = None,
-    min_confidence: str | None = None,
-    distinct_km: float = 25.0,
-) -> Callable[[], Predictor]:
-    """A zero-argument callable that builds the Geolocator the way ``terraloc predict`` does
-    (same defaults: the GeoCLIP head, or the reference-database head when ``db`` is given)."""
+def geolocator_loader(config: Any = None, source: str | Path | None = None, **options: Any) -> Callable[[], Predictor]:
+    """A zero-argument callable that builds the Geolocator (run in the server's background thread).
+
+    Args:
+        config: a resolved ``GeolocatorConfig`` (``terraloc.pipeline.resolve_config``, the same
+            resolution ``terraloc predict`` uses); default: resolved from ``options``.
+        source: the ``config.json`` it came from, named in errors.
+        **options: ``resolve_config`` options (``model``, ``backbone``, ``head``, ``db``, ...)
+            when ``config`` is not given.
+    """
 
     def load() -> Predictor:
-        from terraloc.pipeline import Geolocator, GeolocatorConfig
+        from terraloc.pipeline import Geolocator, resolve_config
 
-        head_ = head or ("refdb" if db else "geoclip")
-        backbone_ = backbone
-        if backbone_ is None:
-            manifest = Path(db) / "manifest.json" if db else None
-            if head_ == "refdb" and manifest is not None and manifest.exists():
-                backbone_ = json.loads(manifest.read_text())["backbone"]["id"]
-            else:
-                backbone_ = "clip-vit-large-patch14"
-        config = GeolocatorConfig(
-            backbone=backbone_,
-            head=head_,
-            refdb=db,
-            ten_crop=ten_crop,
-            places=places,
-            calibrator=calibrator,
-            min_confidence=min_confidence,
-            distinct_km=distinct_km,
-        )
-        return GeolocatorPredictor(Geolocator(config))
+        cfg, src = (config, source) if config is not None else resolve_config(**options)
+        return GeolocatorPredictor(Geolocator(cfg, source=src))
 
     return load

@@ -8,11 +8,9 @@ Shards are written by :class:`~terraloc.train.shards.ShardWriter` (atomic shards
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from terraloc.errors import InputError, MissingResourceError
 from terraloc.train.shards import ShardWriter
@@ -28,66 +26,58 @@ def _image_api() -> Any:
         ) from None
 
 
-def _rows(photos: Path, id_col: str) -> Iterator[tuple[str, Path, float, float, int]]:
-    import numpy as np
-
-    from terraloc.geo.coords import validate_latlon
-    from terraloc.table import parse_float_column, read_csv, require_columns
-
-    df = read_csv(photos)
-    require_columns(df, ["path", "lat", "lon", id_col], photos)
-    lat = parse_float_column(df, "lat", photos).values
-    lon = parse_float_column(df, "lon", photos).values
-    lines = df["_line"].to_numpy()
-    validate_latlon(np.stack([lat, lon], 1), source=str(photos), rows=lines)
-    for p, i, a, o, ln in zip(df["path"], df[id_col], lat, lon, lines, strict=True):
-        yield str(i), photos.parent / str(p), float(a), float(o), int(ln)
-
-
 def embed_photos(
-    photos: Path,
+    photos: str | Path | Sequence[str | Path],
     out: Path,
     backbone: str,
     batch_size: int = 32,
     shard_rows: int = 16384,
-    id_col: str = "path",
+    id_col: str | None = None,
     workers: int = 2,
+    lat_col: str | None = None,
+    lon_col: str | None = None,
 ) -> tuple[int, list[str]]:
-    """Embed the photos listed in ``photos`` (CSV ``path,lat,lon``) into shards under ``out``.
+    """Embed geotagged photos into shards under ``out``.
 
+    ``photos`` is anything :func:`terraloc.inputs.read_photo_inputs` reads with coordinates: a
+    CSV/Parquet manifest (``path,lat,lon``, ``IMG_ID,LAT,LON``, ... columns detected
+    case-insensitively, paths relative to the manifest) or a folder/glob of EXIF-geotagged photos.
     Decoding and batching reuse the prediction engine (``iter_pixel_batches``: threaded JPEG
     decoding, per-file errors); embeddings are the backbone's L2-normalised ``(N, D)`` float32.
+    Shard ids are the manifest's id column (``id_col``; default the path as written) or file stems.
 
     Returns:
         ``(rows written, one message per skipped photo)``.
     """
+    from terraloc.inputs import read_photo_inputs
+
     api = _image_api()
     from terraloc.encoders.image.batching import iter_pixel_batches
 
+    inp = read_photo_inputs(photos, id_col=id_col, lat_col=lat_col, lon_col=lon_col, require_coords=True)
+    assert inp.coords is not None
+    errors: list[str] = [f"{item}: {reason}" for item, reason in inp.skipped]
     model = api.load_backbone(backbone)
-    rows = list(_rows(photos, id_col))
-    if not rows:
-        raise InputError("no photo rows", path=photos)
     meta = {
         "embedding_model": getattr(model, "model_id", backbone),
         "weights_hash": getattr(model, "weights_hash", ""),
         "synthetic": False,
     }
+    where = [f"{inp.source}, line {ln}" for ln in inp.lines] if inp.lines is not None else list(inp.paths)
     writer: ShardWriter | None = None
-    errors: list[str] = []
     n = 0
-    for batch in iter_pixel_batches([r[1] for r in rows], model.preprocess, batch_size=batch_size, workers=workers):
+    for batch in iter_pixel_batches(inp.paths, model.preprocess, batch_size=batch_size, workers=workers):
         for i, msg in sorted(batch.errors.items()):
-            errors.append(f"{photos}, line {rows[i][4]}: {msg}")
+            errors.append(f"{where[i]}: {msg}")
         if not batch.indices:
             continue
         emb = model.embed_pixels(batch.pixels).numpy()
         if writer is None:
             writer = ShardWriter(out, int(emb.shape[1]), shard_rows, meta)
-        sel = [rows[i] for i in batch.indices]
-        writer.add([r[0] for r in sel], np.array([[r[2], r[3]] for r in sel]), emb)
-        n += len(sel)
+        idx = list(batch.indices)
+        writer.add([inp.ids[i] for i in idx], inp.coords[idx], emb)
+        n += len(idx)
     if writer is None:
-        raise InputError("no photo could be embedded", path=photos)
+        raise InputError("no photo could be embedded", path=inp.source)
     writer.close()
     return n, errors

@@ -8,8 +8,9 @@ stopping the batch.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,7 +48,7 @@ def describe_error(exc: BaseException) -> str:
 
 
 def iter_pixel_batches(
-    sources: Sequence[Any],
+    sources: Iterable[Any],
     transform: Callable[[Image.Image], NDArray[np.float32]],
     batch_size: int = 16,
     workers: int = 2,
@@ -55,21 +56,20 @@ def iter_pixel_batches(
     """Decode + preprocess ``sources`` (paths, bytes, PIL images, arrays) in threads, in order.
 
     Args:
-        sources: the images.
+        sources: the images — any iterable (a generator is consumed lazily, in the calling
+            thread, a bounded window ahead of the batches yielded).
         transform: PIL image → ``(3, H, W)`` (or ``(10, 3, H, W)``) float32 array.
         batch_size: images per yielded batch.
         workers: decoding threads (0 = decode in the calling thread).
 
     Yields:
-        :class:`PixelBatch` objects covering every index exactly once (decoded or errored).
+        :class:`PixelBatch` objects covering every index exactly once (decoded or errored);
+        indices count the items of ``sources`` from 0.
     """
-    n = len(sources)
-    if n == 0:
-        return
 
-    def one(i: int) -> tuple[int, Any, Any, str | None]:
+    def one(i: int, src: Any) -> tuple[int, Any, Any, str | None]:
         try:
-            arr, size = _prepare(sources[i], transform)
+            arr, size = _prepare(src, transform)
             return i, arr, size, None
         except Exception as exc:  # per-item failure: recorded, the batch goes on
             return i, None, None, describe_error(exc)
@@ -94,25 +94,27 @@ def iter_pixel_batches(
         if count:
             yield PixelBatch(idx, _stack(arrs), errs, sizes)
 
+    items = enumerate(sources)
     if workers <= 0:
-        yield from emit(one(i) for i in range(n))
+        yield from emit(one(i, src) for i, src in items)
         return
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="terraloc-decode") as pool:
         # Bounded look-ahead: at most a few batches decoded ahead of the backbone.
         window = max(batch_size * 2, workers * 2)
-        futures = [pool.submit(one, i) for i in range(min(window, n))]
-        nxt = len(futures)
+        pending: deque[Future[tuple[int, Any, Any, str | None]]] = deque()
+
+        def fill() -> None:
+            while len(pending) < window:
+                nxt = next(items, None)
+                if nxt is None:
+                    return
+                pending.append(pool.submit(one, *nxt))
 
         def results() -> Iterator[tuple[int, Any, Any, str | None]]:
-            nonlocal nxt
-            pos = 0
-            while pos < len(futures):
-                res = futures[pos].result()
-                futures[pos] = None  # type: ignore[call-overload]
-                pos += 1
-                if nxt < n:
-                    futures.append(pool.submit(one, nxt))
-                    nxt += 1
+            fill()
+            while pending:
+                res = pending.popleft().result()
+                fill()
                 yield res
 
         yield from emit(results())

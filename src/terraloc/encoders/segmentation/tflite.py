@@ -109,9 +109,12 @@ class TFLiteADE20KSegmenter:
         from ai_edge_litert.interpreter import Interpreter
 
         threads = num_threads or min(4, os.cpu_count() or 1)
+        from terraloc.quiet import native_stderr_filtered
+
         try:
-            self._interp = Interpreter(model_path=str(model), num_threads=threads)
-            self._interp.allocate_tensors()
+            with native_stderr_filtered():  # LiteRT prints an INFO line about its XNNPACK delegate
+                self._interp = Interpreter(model_path=str(model), num_threads=threads)
+                self._interp.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             msg = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
             raise InputError(f"not a valid TFLite model ({msg})", path=model) from None
