@@ -261,11 +261,11 @@ def test_geoclip_tiny_clip_carries_confidence_end_to_end(shared, tmp_path: Path,
     assert r.code == 2 and "fitted for head 'refdb'" in r.err and len(r.err.strip().splitlines()) == 1
     assert not out2.exists() or "1000" not in out2.read_text()
     # raw list (0 km) is the head's own top-k
-    raw = Geolocator(GeolocatorConfig(backbone=str(tiny_clip), places=False, distinct_km=0)).predict(photos[0], 5)[0]
-    pixels = geo.backbone.preprocess.batch(
-        [__import__("terraloc.encoders.image", fromlist=["load_image"]).load_image(photos[0])]
-    )
-    ref = geo._geoclip.predict_pixels(pixels, 5)
+    from terraloc.encoders.image import load_image
+
+    raw_geo = Geolocator(GeolocatorConfig(backbone=str(tiny_clip), places=False, distinct_km=0))
+    raw = raw_geo.predict(photos[0], 5)[0]
+    ref = raw_geo.run_batch(raw_geo.backbone.preprocess.batch([load_image(photos[0])]), 5)
     np.testing.assert_allclose([[c.lat, c.lon] for c in raw.candidates], ref.coords[0], atol=1e-9)
 
 

@@ -109,8 +109,7 @@ def _table(preds: list[Any]) -> None:
                 f"{c.lat:.5f}",
                 f"{c.lon:.5f}",
                 f"{c.probability:.4g}",
-                place
-                + (f"\n[dim]{escape(confidence_words(p.confidence))}[/dim]" if c.rank == 1 and p.confidence else ""),
+                place + (f"\n[dim]{escape(words)}[/dim]" if c.rank == 1 and words else ""),
             )
     out_console().print(t)
 
