@@ -38,7 +38,7 @@ def calibrate_command(
     predictions: Annotated[
         Path,
         typer.Option(
-            "--predictions", "-p", help="Predictions with confidence features (predict -f json, rag eval --out)."
+            "--predictions", "-p", help="Predictions with confidence features (predict -f jsonl, rag eval --out)."
         ),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Calibrator JSON to write.")],

@@ -69,7 +69,7 @@ def training_pairs(
     ex = preds.extras
     if ex is None or ex.features is None:
         raise InputError(
-            "predictions carry no confidence features (write them with `terraloc predict --format json` "
+            "predictions carry no confidence features (write them with `terraloc predict --format jsonl` "
             "or `terraloc rag eval --out DIR`)",
             path=preds.path,
         )
