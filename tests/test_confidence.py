@@ -358,3 +358,49 @@ def test_features_from_the_candidates_type() -> None:
     rows = [[(48.85, 2.35, 0.6, {}), (48.86, 2.36, 0.3, {})], [(10.0, 20.0, 0.9, {})]]
     f = candidates_features(Candidates.from_rows(rows))
     assert f.row(0)["mass_25km"] == pytest.approx(1.0) and f.row(1)["top_prob"] == pytest.approx(1.0)
+
+
+@pytest.mark.slow
+def test_web_page_shows_confidence_in_words_region_and_abstention(shared, tmp_path: Path, tiny_clip: Path) -> None:  # type: ignore[no-untyped-def]
+    """The map page says "likely within 25 km: N%", draws the 90% region, and says when it abstains."""
+    import os
+
+    from serve_support import running_server
+    from terraloc.pipeline import Geolocator, GeolocatorConfig
+    from terraloc.serve import ServeSettings, create_app
+    from terraloc.serve.geolocator import GeolocatorPredictor
+
+    chromium = "/usr/bin/chromium"
+    if not Path(chromium).exists():
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{chromium} missing: scripts/setup.d/30-browser.sh installs it")
+        pytest.skip(f"{chromium} not installed")
+    from playwright.sync_api import sync_playwright
+
+    geo = Geolocator(GeolocatorConfig(backbone=str(tiny_clip)))
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (300, len(BASE_FEATURES)))
+    err = np.where(x[:, 1] > 0.5, 10.0, 3000.0) * rng.uniform(0.5, 1.5, 300)
+    cal = tmp_path / "cal.json"
+    Calibrator.fit("logistic", x, err, BASE_FEATURES, geo.identity).save(cal)
+    photo = sorted((shared / "data/photos/osv5m").glob("*.jpg"))[0]
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=["--headless", "--no-sandbox"], headless=True)
+        for min_conf, expect in ((None, "Likely within 25 km: "), ("25:1.0", "not confident enough to answer")):
+            g = geo.with_config(calibrator=str(cal), min_confidence=min_conf)
+            with running_server(create_app(ServeSettings(), GeolocatorPredictor(g))) as url:
+                page = browser.new_page(viewport={"width": 1280, "height": 820})
+                page.goto(url + "/")
+                page.wait_for_selector("#model-status.ok", timeout=60_000)
+                page.set_input_files("#file", str(photo))
+                page.wait_for_function(
+                    "t => document.querySelector('#summary').innerText.includes(t)", arg=expect, timeout=60_000
+                )
+                summary = page.locator("#summary").inner_text()
+                regions = page.locator("path[stroke='#8e44ad']").count()
+                if min_conf is None:
+                    assert "%" in summary.split("Likely within 25 km: ", 1)[1] and regions >= 1, summary
+                else:
+                    assert regions == 0 and page.locator(".cand-marker").count() == 0, summary
+                page.close()
+        browser.close()
