@@ -349,6 +349,11 @@ def test_rag_eval_carries_confidence_and_calibrate_round_trip(shared, tmp_path: 
             "--bootstrap", "10")  # fmt: skip
     assert r.code == 0, r.err
     assert json.loads(r.out)["methods"]["consensus"]["calibration"]["source"] == "calibrator"
+    foreign = tmp_path / "foreign.json"
+    x, err, _ = _synthetic(200)
+    Calibrator.fit("logistic", x, err, ("mass_1km", "other"), {"head": "geoclip"}).save(foreign)
+    r = cli("rag", "eval", "--candidates", cands, "--limit", "120", "--calibrator", foreign, "--out", tmp_path / "no")
+    assert r.code == 2 and "none of this run's methods" in r.err and not (tmp_path / "no").exists()
 
 
 def test_features_from_the_candidates_type() -> None:

@@ -102,7 +102,19 @@ def rag_eval(
     from terraloc.rag.evaluation import method_confidence
 
     cals = [Calibrator.load(p) for p in (calibrator or [])]
+    from terraloc.confidence.calibrator import identity_key
+    from terraloc.rag.confidence import rag_identity
+
+    keys = {identity_key(rag_identity(name, ccfg)): name for name in run.methods}
+    for path, cal in zip(calibrator or [], cals, strict=True):
+        if cal.key not in keys:
+            raise InputError(
+                f"fitted for configuration {cal.key}, which is none of this run's methods "
+                f"({', '.join(sorted(set(keys.values())))}); fit one with terraloc calibrate on their predictions",
+                path=path,
+            )
     method_confidence(run, ccfg, cals, progress=lambda m: err_console.print(m, style="dim"))
+
     result = evaluate_run(run, candidates, n_boot=bootstrap)
     failures = llm_failure_counts(run)
     for label, f in failures.items():
