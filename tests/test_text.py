@@ -389,7 +389,8 @@ def test_geoclip_plus_text_reorders_geoclip_candidates(tiny_text_clip: Path, sha
     from terraloc.pipeline.geolocator import Geolocator, GeolocatorConfig
 
     photos = [str(p) for p in sorted((shared / "data/photos/im2gps3k_dev").glob("*.jpg"))[:3]]
-    plain = Geolocator(GeolocatorConfig(backbone=str(tiny_text_clip), head="geoclip", workers=1))
+    # distinct_km=0: the head's own top-5 (no merging into distinct places, which looks further down the list)
+    plain = Geolocator(GeolocatorConfig(backbone=str(tiny_text_clip), head="geoclip", workers=1, distinct_km=0))
     base = plain.predict(photos, top_k=5)
     off = plain.with_config(head="geoclip+text", head_options={"text_weight": 0.0}).predict(photos, top_k=5)
     on = plain.with_config(head="geoclip+text", head_options={"text_weight": 1.0}).predict(photos, top_k=5)

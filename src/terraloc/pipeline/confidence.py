@@ -19,8 +19,15 @@ from terraloc.confidence.identity import FEATURE_K, pipeline_identity
 __all__ = ["FEATURE_K", "Confident", "confidence_stage", "pipeline_identity", "raw_k"]
 
 
-def raw_k(top_k: int, distinct_km: float) -> int:
-    """How many candidates to ask the head for: enough for the features and for ``top_k`` distinct places."""
+def raw_k(top_k: int, distinct_km: float, calibrated: bool) -> int:
+    """How many candidates to ask the head for.
+
+    With distinct places or a calibrator: enough for the features (20) and for ``top_k`` distinct
+    places. With neither (``distinct_km = 0``, no calibrator): exactly ``top_k``, so the list is the
+    head's own top-k even for heads whose output depends on k (rescoring, normalising over k).
+    """
+    if distinct_km <= 0 and not calibrated:
+        return top_k
     return max(FEATURE_K, top_k * 10 if distinct_km > 0 else top_k)
 
 
@@ -47,7 +54,8 @@ def confidence_stage(
     """Apply the stage to a batch of :class:`~terraloc.models.head.Candidates` (best first).
 
     A merged place keeps its best member's coordinates and evidence (plus ``"merged": n`` when it
-    absorbed others). An image without candidates gets no confidence.
+    absorbed others). An image without candidates gets no confidence. Features are reported only
+    when the head returned at least :data:`FEATURE_K` candidates (what calibrators are fitted on).
     """
     coords = np.asarray(cands.coords, dtype=np.float64)[:, :FEATURE_K]
     probs = np.asarray(cands.probs, dtype=np.float64)[:, :FEATURE_K]
@@ -76,7 +84,8 @@ def confidence_stage(
         region.pop("geometry")
         c = conf[at[i]] if conf is not None else None
         abstain = min_confidence is not None and not min_confidence.accepts(c)
-        out.append(Confident(places, c, feats.row(at[i]), region, abstain))
+        enough = cands.k >= FEATURE_K
+        out.append(Confident(places, c, feats.row(at[i]) if enough else None, region, abstain))
     return out
 
 

@@ -248,7 +248,9 @@ class Geolocator:
                 # more candidates than top_k: the confidence features read 20, and merging into
                 # distinct places needs spares
                 cands = self.run_batch(
-                    batch.pixels, raw_k(top_k, self.config.distinct_km), [names[i] for i in batch.indices]
+                    batch.pixels,
+                    raw_k(top_k, self.config.distinct_km, self.calibrator is not None),
+                    [names[i] for i in batch.indices],
                 )
                 staged = confidence_stage(
                     cands,
