@@ -26,11 +26,13 @@ from numpy.typing import NDArray
 
 from terraloc.errors import InputError, MissingResourceError
 from terraloc.evaluate.ids import check_unique_ids
+from terraloc.evaluate.thresholds import THRESHOLD_KEYS
 from terraloc.geo.coords import validate_latlon
 from terraloc.table import parse_float_column, read_csv, require_columns
 
 GEOESTIMATION_COLUMNS = ["img_id", "gt_lat", "predicted_lat", "gt_long", "predicted_long"]
-_PUBLISHED_THRESHOLDS = {"street": "1", "city": "25", "region": "200", "country": "750", "continent": "2500"}
+# GeoEstimation's summary names for the thresholds, coarse order as THRESHOLDS_KM
+_PUBLISHED_THRESHOLDS = dict(zip(("street", "city", "region", "country", "continent"), THRESHOLD_KEYS, strict=True))
 
 
 @dataclass(frozen=True)
@@ -204,7 +206,7 @@ def _read_jsonl(path: Path) -> Predictions:
             rows.append(row)
     if not rows:
         raise InputError("no prediction rows", path=path)
-    frame = pd.DataFrame(rows)
+    frame = pd.DataFrame(rows, dtype=object)  # object: names may hold surrogates
     for c in frame.columns:
         if c not in ("_line", "_model"):
             frame[c] = frame[c].fillna("").astype(str)
@@ -226,7 +228,7 @@ def load_predictions(path: str | Path) -> Predictions:
         if path.stat().st_size == 0:
             raise InputError("file is empty", path=path)
         return _read_jsonl(path)
-    df = read_csv(path)
+    df = read_csv(path, file_names=True)
     if all(c in df.columns for c in GEOESTIMATION_COLUMNS):
         return _read_geoestimation(df, path)
     if all(c in df.columns for c in ("image", "lat", "lon")):

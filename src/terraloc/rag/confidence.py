@@ -1,6 +1,6 @@
 """Confidence features of RAG selections (``rag eval``, ``rag calibrate`` inputs).
 
-The candidates are a photo's nearest references (the top ``ConsensusConfig.top_k``) weighted as
+The candidates are a photo's nearest references (the top ``GeoConsensusConfig.top_k``) weighted as
 geo-consensus weighs them (``1 / (1 + rank) ** alpha``, normalised); the answer is the
 selected location (its index among them, or an extra point when an LLM answer won); the
 farthest references and the valid LLM answers are the RAG extras.
@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 
 from terraloc.confidence.features import Features, confidence_features
 from terraloc.rag.candidates import Candidate, CandidateSet, coords_of
-from terraloc.rag.select import ConsensusConfig, Selection, rank_weights
+from terraloc.rag.select import GeoConsensusConfig, Selection, rank_weights
 
 
 def _padded(rows: list[NDArray[np.float64]]) -> NDArray[np.float64]:
@@ -30,7 +30,7 @@ def _padded(rows: list[NDArray[np.float64]]) -> NDArray[np.float64]:
 def rag_features(
     csets: Sequence[CandidateSet],
     selections: Sequence[Selection],
-    config: ConsensusConfig | None = None,
+    config: GeoConsensusConfig | None = None,
     llm_answers: Sequence[Sequence[Candidate]] | None = None,
 ) -> Features:
     """``N`` photos' confidence features for the given selections.
@@ -38,7 +38,7 @@ def rag_features(
     Photos whose selection failed (no location) get the first candidate as the answer; their
     confidence is irrelevant since they have no prediction to score.
     """
-    cfg = config or ConsensusConfig()
+    cfg = config or GeoConsensusConfig()
     coords, probs, tops, fars, llms = [], [], [], [], []
     for i, (cs, sel) in enumerate(zip(csets, selections, strict=True)):
         pool = sorted(cs.pool(), key=lambda c: c.rank)[: cfg.top_k]
@@ -69,9 +69,11 @@ def rag_features(
     return confidence_features(xy, p, top=np.asarray(tops), farthest=far, llm=llm)
 
 
-def rag_identity(method: str, config: ConsensusConfig | None = None, source: str = "candidates-file") -> dict[str, Any]:
+def rag_identity(
+    method: str, config: GeoConsensusConfig | None = None, source: str = "candidates-file"
+) -> dict[str, Any]:
     """The configuration identity of a RAG selection method (what a calibrator is tied to)."""
-    cfg = config or ConsensusConfig()
+    cfg = config or GeoConsensusConfig()
     return {
         "head": "rag",
         "source": source,

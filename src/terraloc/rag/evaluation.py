@@ -15,7 +15,7 @@ from numpy.typing import NDArray
 from terraloc.confidence.features import Features
 from terraloc.rag.candidates import CandidateSet
 from terraloc.rag.reasoner import Answer, Backend, ReasonerConfig, run_reasoner
-from terraloc.rag.select import ConsensusConfig, Selection, select_consensus, select_first, select_llm
+from terraloc.rag.select import GeoConsensusConfig, Selection, select_consensus, select_first, select_llm
 
 # Chosen by measurement on the G3 candidates file (docs/rag.md): with the local Qwen 1.5B model
 # (first 53 photos) adding its answers to consensus lowered accuracy, so the default stays
@@ -71,11 +71,11 @@ def run_rag_eval(
     csets: Sequence[CandidateSet],
     backends: Sequence[Backend] = (),
     reasoner: ReasonerConfig | None = None,
-    consensus: ConsensusConfig | None = None,
+    consensus: GeoConsensusConfig | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> RagEvalRun:
     """Run first, consensus and, per backend, the LLM configurations; pick the default."""
-    cfg = consensus or ConsensusConfig()
+    cfg = consensus or GeoConsensusConfig()
     csets = list(csets)
     methods: dict[str, MethodRun] = {
         "first": _timed(select_first, csets),
@@ -123,7 +123,7 @@ def run_rag_eval(
 
 def method_confidence(
     run: RagEvalRun,
-    consensus: ConsensusConfig | None = None,
+    consensus: GeoConsensusConfig | None = None,
     calibrators: Sequence[Any] = (),
     progress: Callable[[str], None] | None = None,
 ) -> None:
@@ -135,7 +135,7 @@ def method_confidence(
     from terraloc.geo import haversine_km
     from terraloc.rag.confidence import rag_features, rag_identity
 
-    cfg = consensus or ConsensusConfig()
+    cfg = consensus or GeoConsensusConfig()
     truth = np.array([c.truth for c in run.csets], dtype=np.float64)
     done: dict[int, MethodConfidence] = {}
     for name, mr in run.methods.items():
