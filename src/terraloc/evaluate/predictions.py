@@ -206,11 +206,9 @@ def _read_jsonl(path: Path) -> Predictions:
             rows.append(row)
     if not rows:
         raise InputError("no prediction rows", path=path)
-    frame = pd.DataFrame(rows, dtype=object)  # object: names may hold surrogates
-    for c in frame.columns:
-        if c not in ("_line", "_model"):
-            frame[c] = frame[c].fillna("").astype(str)
-    return _read_terraloc_frame(frame, path)
+    keys = list(dict.fromkeys(k for r in rows for k in r))  # rows may differ in their confidence keys
+    rows = [{k: r.get(k, "") for k in keys} for r in rows]
+    return _read_terraloc_frame(pd.DataFrame(rows, dtype=object), path)  # object: names may hold surrogates
 
 
 def load_predictions(path: str | Path) -> Predictions:
