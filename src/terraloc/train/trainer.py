@@ -241,6 +241,9 @@ def fit(
 
     writer = None
     if cfg.tensorboard and info.is_main:
+        from terraloc.extras import require
+
+        require("tensorboard", "train")
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(out / "tensorboard"))
