@@ -140,7 +140,7 @@ def compare_with_mp16(ll):  # type: ignore[no-untyped-def]
 
 @app.command("train")
 def train_command(
-    objective: Annotated[str, typer.Argument(help="geosurge or geoclip")],
+    objective: Annotated[str, typer.Argument(help="geosurge, geoclip or g3")],
     train: Annotated[Path, typer.Option("--train", help="Training shard folder.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (checkpoints, metrics.csv, tensorboard/).")],
     val: Annotated[Path | None, typer.Option("--val", help="Validation shard folder (early stopping).")] = None,
@@ -236,8 +236,12 @@ def train_command(
             obj = GeoClipObjective(GeoClipModel(tr.dim, pretrained=pretrained), queue_size, freeze_location)  # type: ignore[assignment]
             if va is not None:
                 obj.set_gallery(tr.coords())  # type: ignore[attr-defined,operator]
+        elif objective == "g3":
+            from terraloc.train.g3 import build_g3_objective
+
+            obj = build_g3_objective(tr, va)  # type: ignore[assignment]
         else:
-            raise InputError(f"unknown objective '{objective}' (geosurge or geoclip)", field="OBJECTIVE")
+            raise InputError(f"unknown objective '{objective}' (geosurge, geoclip or g3)", field="OBJECTIVE")
         cfg = TrainConfig(
             out_dir=out,
             epochs=epochs,

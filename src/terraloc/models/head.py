@@ -230,6 +230,9 @@ BUILTIN_HEADS: dict[str, str] = {
     "refdb": "terraloc.models.refdb_head:ReferenceDatabaseHead",
     "geosurge": "terraloc.models.geosurge_head:GeoSurgeCellHead",
     "geosurge+fusion": "terraloc.models.fusion_head:FusedGeoSurgeHead",
+    "text": "terraloc.models.text_head:TextPlaceHead",
+    "geoclip+text": "terraloc.models.text_scoring:TextRescoredHead",
+    "g3": "terraloc.models.g3:G3Head",
 }
 
 _REGISTRY: dict[str, type[Any]] = {}

@@ -185,15 +185,19 @@ class CLIPBackbone(ImageBackbone):
 
     ``features`` equals ``CLIPModel.get_image_features``: ``visual_projection(post_layernorm(CLS))``.
     ``pixel_tokens`` returns the last hidden state ``(N, 1 + P, W)`` (CLS first, before the final
-    layer norm and projection).
+    layer norm and projection). ``text`` is the checkpoint's text tower
+    (:class:`terraloc.encoders.text.TextTower`) when loaded with ``text=True``, else ``None``.
     """
 
-    def __init__(self, vision_model: nn.Module, projection: nn.Module, preprocess: Preprocess, dim: int) -> None:
+    def __init__(
+        self, vision_model: nn.Module, projection: nn.Module, preprocess: Preprocess, dim: int, text: Any = None
+    ) -> None:
         super().__init__()
         self.vision_model = vision_model
         self.visual_projection = projection
         self.preprocess = preprocess
         self.dim = dim
+        self.text = text
 
     def features(self, pixels: Tensor) -> Tensor:
         out = self.vision_model(pixel_values=pixels)
@@ -203,7 +207,7 @@ class CLIPBackbone(ImageBackbone):
         return self.vision_model(pixel_values=pixels).last_hidden_state  # type: ignore[no-any-return]
 
 
-def _load_clip_folder(folder: Path, model_id: str) -> CLIPBackbone:
+def _load_clip_folder(folder: Path, model_id: str, text: bool = False) -> CLIPBackbone:
     from transformers import CLIPModel, CLIPVisionModelWithProjection
     from transformers.utils import logging as hf_logging
 
@@ -217,15 +221,25 @@ def _load_clip_folder(folder: Path, model_id: str) -> CLIPBackbone:
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    tower: Any = None
     try:
         mtype = cfg.get("model_type")
         if mtype == "clip":
             full = CLIPModel.from_pretrained(str(folder), local_files_only=True)
             vision, proj = full.vision_model, full.visual_projection
+            if text:
+                from terraloc.encoders.text import text_tower_from_clip
+
+                tower = text_tower_from_clip(full, folder)
             fcfg: Any = full.config
             dim = int(fcfg.projection_dim)
             image_size = int(fcfg.vision_config.image_size)
         elif mtype == "clip_vision_model":
+            if text:
+                raise InputError(
+                    "is a vision-only CLIP checkpoint (clip_vision_model); the text tower needs a full CLIP",
+                    path=cfg_path,
+                )
             vm = CLIPVisionModelWithProjection.from_pretrained(str(folder), local_files_only=True)
             vision, proj = vm.vision_model, vm.visual_projection
             vcfg: Any = vm.config
@@ -233,13 +247,15 @@ def _load_clip_folder(folder: Path, model_id: str) -> CLIPBackbone:
             image_size = int(vcfg.image_size)
         else:
             raise InputError(f"model_type '{mtype}' is not a CLIP checkpoint", path=cfg_path)
+    except MissingResourceError:
+        raise  # already one line (e.g. a checkpoint without tokenizer files)
     except OSError as exc:
         raise MissingResourceError(f"{folder}: cannot load CLIP weights ({exc})") from None
     finally:
         hf_logging.set_verbosity(verbosity)
     if pre is None:
         pre = Preprocess(size=image_size, crop=image_size)
-    bb = CLIPBackbone(vision, proj, pre, dim).eval()
+    bb = CLIPBackbone(vision, proj, pre, dim, tower if text else None).eval()
     bb.model_id = model_id
     bb.weights_hash = weights_digest(folder)
     return bb
@@ -332,8 +348,11 @@ class EfficientNetLite0Backbone(ImageBackbone):
         return torch.cat([grid.mean(dim=1, keepdim=True), grid], dim=1)
 
 
-def load_backbone(spec: str | Path) -> ImageBackbone:
+def load_backbone(spec: str | Path, text: bool = False) -> ImageBackbone:
     """Load an image backbone from a spec (see the module docstring). Never downloads.
+
+    With ``text=True`` a full CLIP checkpoint keeps its text tower and tokenizer as
+    ``backbone.text`` (:class:`terraloc.encoders.text.TextTower`); other backbones refuse.
 
     Raises:
         MissingResourceError: a known model is not on disk (the message names ``terraloc models pull``).
@@ -347,8 +366,11 @@ def load_backbone(spec: str | Path) -> ImageBackbone:
     if path.is_dir():
         if not (path / "config.json").exists():
             raise InputError("folder has no config.json (not a Hugging Face checkpoint)", path=path)
-        return _load_clip_folder(path, str(path.resolve()))
+        return _load_clip_folder(path, str(path.resolve()), text)
     low = s.lower()
+    known_model = resolve_known(s)
+    if text and (low.startswith("random:") or (known_model is not None and known_model.kind != "clip")):
+        raise InputError(f"backbone '{s}' has no text tower (use a full CLIP checkpoint)", field="backbone")
     if low in ("random:vit-l-14", "random:vit-l-14-224"):
         return random_vit_l14(224)
     if low == "random:vit-l-14-336":
@@ -372,26 +394,36 @@ def load_backbone(spec: str | Path) -> ImageBackbone:
                 f"fetch it with: terraloc models pull {pull}"
             )
         folder = cached
-    return _load_clip_folder(folder, hub_id)
+    return _load_clip_folder(folder, hub_id, text)
 
 
-def make_tiny_clip(folder: str | Path, seed: int = 0, projection_dim: int = 768, image_size: int = 224) -> Path:
+def make_tiny_clip(
+    folder: str | Path, seed: int = 0, projection_dim: int = 768, image_size: int = 224, tokenizer: bool = False
+) -> Path:
     """Write a tiny random CLIP (vision width 32, 2 layers, patch 32) with ``save_pretrained``.
 
     Used by tests and demos so they exercise exactly the ``from_pretrained(folder)`` path of real
-    checkpoints. Returns the folder.
+    checkpoints. With ``tokenizer=True`` a tiny CLIP tokenizer is saved beside it
+    (:func:`terraloc.encoders.text.make_tiny_tokenizer`) and the text config's special-token ids
+    match it (the weights are the same either way). Returns the folder.
     """
     from transformers import CLIPConfig, CLIPModel
 
+    out = Path(folder)
+    special: dict[str, int] = {}
+    if tokenizer:
+        from terraloc.encoders.text import make_tiny_tokenizer
+
+        special = make_tiny_tokenizer(out)
+        special.pop("vocab_size")
     small = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2, "num_hidden_layers": 2}
     cfg = CLIPConfig(
         projection_dim=projection_dim,
-        text_config={**small, "vocab_size": 1000},
+        text_config={**small, "vocab_size": 1000, **special},
         vision_config={**small, "patch_size": 32, "image_size": image_size},
     )
     torch.manual_seed(seed)
     model = CLIPModel(cfg).eval()
-    out = Path(folder)
     model.save_pretrained(str(out))
     pre = {
         "crop_size": {"height": image_size, "width": image_size},
