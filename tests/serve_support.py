@@ -113,7 +113,10 @@ def free_port() -> int:
 def running_server(app: Any, ready: bool = True, timeout: float = 60.0) -> Iterator[str]:
     """Run ``app`` with uvicorn in a thread on a free loopback port; yield its base URL."""
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on")
+    from terraloc.serve.server import uvicorn_options
+
+    options = uvicorn_options(app.state.terraloc.settings)
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on", **options)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -135,3 +138,29 @@ def running_server(app: Any, ready: bool = True, timeout: float = 60.0) -> Itera
     finally:
         server.should_exit = True
         thread.join(15)
+
+
+def make_broken_predictor() -> ColourPredictor:
+    """Factory for ``terraloc serve --predictor serve_support:make_broken_predictor``: fails to load."""
+    raise OSError("weights file is truncated (test fixture)")
+
+
+def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """Read one HTTP/1.1 response (with Content-Length) from ``sock``: status, headers, body."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"connection closed after {buf!r}")
+        buf += chunk
+    head, _, body = buf.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
+    size = int(headers.get("content-length", "0"))
+    while len(body) < size:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("connection closed inside the body")
+        body += chunk
+    return status, headers, body[:size]

@@ -420,9 +420,10 @@ def test_serve_cli_refuses_bad_setup(cli, tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_uploads_in_flight_are_bounded_too() -> None:
-    """Beyond 2 x (workers + queue) requests being read or waiting, the next is refused before its body is read."""
+    """Beyond max_uploads bodies being read, the next is refused before its body is read (the
+    inference queue has its own bound)."""
     gate = threading.Event()
-    settings = ServeSettings(workers=1, queue_size=0)  # at most 2 requests in flight
+    settings = ServeSettings(workers=1, queue_size=0, max_uploads=1)
     with running_server(create_app(settings, ColourPredictor(gate=gate))) as base, httpx.Client(base_url=base) as c:
         port = int(base.rsplit(":", 1)[1])
         held = threading.Thread(

@@ -72,7 +72,12 @@ def test_same_json_as_predict_format_json(served: Any, photos: list[Path]) -> No
     assert cli_json["image"] == str(photo) and served_json["image"] == photo.name
     cli_json.pop("image")
     served_json.pop("image")
-    assert served_json == cli_json  # identical objects, weights ids and hashes included
+    # identical objects, weights ids and hashes included; the service shows no absolute server path
+    from terraloc.serve.public import public_paths
+
+    assert '"/' not in json.dumps(served_json["model"])
+    cli_json["model"] = public_paths(cli_json["model"])
+    assert served_json == cli_json
     assert len(served_json["candidates"]) == 5 and served_json["model"]["head"] == "geoclip"
     models = httpx.get(f"{url}/v1/models").json()["models"][0]
     assert (
@@ -136,6 +141,9 @@ def test_cli_bench_serve_short(cli: Any, monkeypatch: pytest.MonkeyPatch) -> Non
     assert out["load"]["ok"] > 0 and out["load"]["other_5xx"] == 0 and out["load"]["transport_errors"] == 0
     assert out["rss_before_mb"] > 0 and out["rss_after_mb"] > 0
     assert out["served_sequential_p50_ms"] > 0 and out["direct_p50_ms"] > 0
+    # the independent raw-HTTP client took turns with httpx on the same server: same answers
+    raw = out["cross_check"]
+    assert raw["ok"] > 0 and set(raw["status_counts"]) == {"200"} and raw["slices"] == out["load"]["slices"] == 4
 
 
 # ---------------------------------------------------------------------------- browser
@@ -258,3 +266,65 @@ def test_browser_shows_reasoning_and_references(browser: Any, photos: list[Path]
             refs.count() == 3 and "ref-0" in refs.nth(0).inner_text() and "similarity 0.900" in refs.nth(0).inner_text()
         )
         page.close()
+
+
+_VIEW_JS = """() => {
+  const m = window.terralocMap, b = m.getBounds(), c = b.getCenter();
+  return {s: b.getSouth(), n: b.getNorth(), w: b.getWest(), e: b.getEast(),
+          width_km: m.distance([c.lat, b.getWest()], [c.lat, b.getEast()]) / 1000,
+          height_km: m.distance([b.getSouth(), c.lng], [b.getNorth(), c.lng]) / 1000};
+}"""
+
+
+@pytest.mark.parametrize(("label", "width", "height"), [("desktop", 1280, 820), ("phone", 390, 844)])
+def test_browser_map_shows_the_region(  # type: ignore[no-untyped-def]
+    served: Any, browser: Any, photos: list[Path], tmp_path: Path, label: str, width: int, height: int
+) -> None:
+    """After a prediction the map spans at least 200 km (country scale), contains the top candidate,
+    and a world overview inset shows where that is."""
+    url, _ = served
+    photo = photos[1]
+    top = httpx.post(
+        f"{url}/v1/predict", files={"file": (photo.name, photo.read_bytes(), "image/jpeg")}, timeout=120
+    ).json()["candidates"][0]
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.goto(url + "/")
+    page.wait_for_selector("#model-status.ok", timeout=60_000)
+    page.set_input_files("#file", str(photo))
+    page.wait_for_selector(".cand-marker", timeout=60_000)
+    page.wait_for_timeout(300)
+    view = page.evaluate(_VIEW_JS)
+    assert view["width_km"] >= 200 and view["height_km"] >= 200, view
+    assert view["s"] <= top["lat"] <= view["n"] and view["w"] <= top["lon"] <= view["e"], (view, top)
+    assert page.locator("#overview").is_visible()
+    assert page.locator("#overview path.leaflet-interactive, #overview path").count() > 10  # outlines + view box
+    page.screenshot(path=str(_shots(tmp_path) / f"serve_map_{label}.png"), full_page=True)
+    page.close()
+
+
+@pytest.mark.parametrize(("label", "width", "height"), [("desktop", 1280, 820), ("phone", 390, 844)])
+def test_browser_refused_upload_clears_photo_and_errs_by_the_drop_zone(  # type: ignore[no-untyped-def]
+    served: Any, browser: Any, photos: list[Path], tmp_path: Path, label: str, width: int, height: int
+) -> None:
+    url, _ = served
+    bad = tmp_path / "holiday.jpg"
+    bad.write_bytes(b"%PDF-1.4 this is a document")
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.goto(url + "/")
+    page.wait_for_selector("#model-status.ok", timeout=60_000)
+    page.set_input_files("#file", str(photos[0]))
+    page.wait_for_selector(".cand-marker", timeout=60_000)
+    assert page.locator("#thumb").is_visible()
+    page.set_input_files("#file", str(bad))
+    page.wait_for_selector("#message.error", timeout=30_000)
+    assert "PDF" in page.locator("#message").inner_text()
+    assert not page.locator("#thumb").is_visible()  # the previous photo is gone, no broken image
+    assert page.locator("#thumb").get_attribute("src") is None
+    assert page.locator(".cand-marker").count() == 0
+    drop = page.locator("#drop").bounding_box()
+    msg = page.locator("#message").bounding_box()
+    assert drop is not None and msg is not None
+    assert 0 <= msg["y"] - (drop["y"] + drop["height"]) < 60, (drop, msg)  # right under the drop zone
+    assert msg["y"] + msg["height"] <= height  # visible without scrolling
+    page.screenshot(path=str(_shots(tmp_path) / f"serve_error_{label}.png"), full_page=False)
+    page.close()

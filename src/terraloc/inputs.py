@@ -513,7 +513,7 @@ def _read_table(path: Path):  # type: ignore[no-untyped-def]
         return df
     if path.suffix.lower() == ".tsv":
         return _read_tsv(path)
-    return read_csv(path)
+    return read_csv(path, file_names=True)  # names may hold non-UTF-8 bytes (surrogateescape)
 
 
 def _read_tsv(path: Path):  # type: ignore[no-untyped-def]

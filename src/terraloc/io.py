@@ -24,7 +24,10 @@ def atomic_write(path: str | Path, mode: str = "w", encoding: str | None = "utf-
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)
     try:
-        with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as fh:
+        # surrogateescape: file names read from the file system as undecodable bytes are written back
+        # as those same bytes (lossless), instead of failing with UnicodeEncodeError.
+        text = "b" not in mode
+        with os.fdopen(fd, mode, encoding=encoding if text else None, errors="surrogateescape" if text else None) as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())

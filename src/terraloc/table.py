@@ -13,12 +13,15 @@ from numpy.typing import NDArray
 from terraloc.errors import InputError, MissingResourceError
 
 
-def read_csv(path: str | Path, *, skip_comments: bool = False) -> pd.DataFrame:
+def read_csv(path: str | Path, *, skip_comments: bool = False, file_names: bool = False) -> pd.DataFrame:
     """Read a CSV as strings, with clear errors for missing, unreadable or empty files.
 
     Args:
         path: the file.
         skip_comments: skip lines starting with ``#`` (used by geocell files).
+        file_names: the file lists photo file names, which may hold bytes that are not UTF-8
+            (as ``terraloc predict`` writes them): such bytes are kept as lone surrogates
+            (``surrogateescape``), so ids match the names Python reads from the file system.
 
     Returns:
         A DataFrame of ``str`` cells (``""`` for empty cells), with a ``_line`` column
@@ -34,10 +37,12 @@ def read_csv(path: str | Path, *, skip_comments: bool = False) -> pd.DataFrame:
     try:
         df = pd.read_csv(
             path,
-            dtype=str,
+            # object, not str: pandas' Arrow-backed strings cannot hold the surrogates of file_names
+            dtype=object if file_names else str,
             keep_default_na=False,
             skip_blank_lines=False,
             comment="#" if skip_comments else None,
+            encoding_errors="surrogateescape" if file_names else "strict",
         )
     except UnicodeDecodeError as exc:
         raise InputError(f"not a UTF-8 text file ({exc.reason})", path=path) from None
@@ -81,6 +86,7 @@ def parse_float_column(df: pd.DataFrame, column: str, path: str | Path, *, allow
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         cell = raw.iloc[i]
-        what = "is empty" if cell == "" else f"'{cell}' is not a number"
+        shown = cell if len(cell) <= 40 else f"{cell[:37]}... ({len(cell)} characters)"
+        what = "is empty" if cell == "" else f"'{shown}' is not a number"
         raise InputError(what, path=path, row=int(df["_line"].iloc[i]), field=column)
     return ParsedFloats(values, blank)

@@ -175,6 +175,11 @@ def _run(argv: list[str] | None) -> int:
         err_console.print(f"error: {_one_line(str(exc))}", markup=False)
         return exc.exit_code
     except Exception as exc:
+        from terraloc.output_errors import is_write_failure, output_error
+
+        if is_write_failure(exc):  # disk full, read-only, no permission: one line, exit 2, no traceback
+            err_console.print(f"error: {output_error(exc, kept='files completed before were kept')}", markup=False)  # type: ignore[arg-type]
+            return 2
         code = _handle(exc)
         if code is None:
             raise

@@ -65,6 +65,9 @@ def db_build(
         f"built {out}: {summary['n']} reference photos, {len(skipped)} skipped, backbone {bb.model_id} "
         f"({summary['seconds']:.1f} s{resumed})"
     )
+    if skipped:  # like predict: any skipped input -> exit 2 (the database is still written)
+        err_console.print(f"{len(skipped)} input(s) skipped (listed above and in {out / 'skipped.csv'})", markup=False)
+        raise typer.Exit(2)
 
 
 @db_app.command("info")

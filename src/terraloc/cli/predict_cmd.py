@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -24,10 +23,9 @@ def expand_inputs(paths: list[Path]) -> tuple[list[str], list[tuple[str, str]]]:
     """
     import pandas as pd
 
-    from terraloc.encoders.image.loading import find_images
-
     images: list[str] = []
     errors: list[tuple[str, str]] = []
+    notes: list[str] = []
     seen: set[str] = set()
 
     def add(p: str) -> None:
@@ -37,11 +35,21 @@ def expand_inputs(paths: list[Path]) -> tuple[list[str], list[tuple[str, str]]]:
 
     for p in paths:
         if p.is_dir():
-            try:
-                for f in find_images(p):
-                    add(str(f))
+            from terraloc.inputs import read_photo_inputs
+
+            try:  # the one folder reader: every file it does not use comes back with the reason
+                found = read_photo_inputs(p)
             except InputError as exc:
                 errors.append((str(p), str(exc)))
+                continue
+            for f in found.paths:
+                add(f)
+            # photos that cannot be used (AVIF, symlink loop, unreadable) fail; other files are noted
+            for item, reason in found.skipped:
+                if reason.startswith(("not an image", "hidden")):
+                    notes.append(f"{item}: {reason}")
+                else:
+                    errors.append((item, f"{item}: skipped: {reason}"))
         elif p.suffix.lower() == ".csv" and p.is_file():
             try:
                 df = pd.read_csv(p, dtype=str, keep_default_na=False)
@@ -62,6 +70,13 @@ def expand_inputs(paths: list[Path]) -> tuple[list[str], list[tuple[str, str]]]:
                     add(str(q if q.is_absolute() else p.parent / q))
         else:
             add(str(p))
+    if notes:
+        from terraloc.cli.app import err_console
+
+        more = f" and {len(notes) - 3} more" if len(notes) > 3 else ""
+        err_console.print(
+            f"note: skipped {len(notes)} file(s) that are not photos: {'; '.join(notes[:3])}{more}", markup=False
+        )
     return images, errors
 
 
@@ -90,13 +105,14 @@ def _table(preds: list[Any]) -> None:
     for c in ("image", "rank", "lat", "lon", "probability", "place"):
         t.add_column(c, justify="right" if c in ("rank", "lat", "lon", "probability") else "left")
     for p in preds:
+        image = p.image.encode("utf-8", "backslashreplace").decode("utf-8")  # undecodable name bytes as \xNN
         if not p.ok:
-            t.add_row(p.image, "", "", "", "", f"[red]error: {p.error}[/red]")
+            t.add_row(image, "", "", "", "", f"[red]error: {p.error}[/red]")
             continue
         for c in p.candidates:
             place = ", ".join(x for x in (c.city, c.admin1, c.country) if x)
             t.add_row(
-                p.image if c.rank == 1 else "",
+                image if c.rank == 1 else "",
                 str(c.rank),
                 f"{c.lat:.5f}",
                 f"{c.lon:.5f}",
@@ -182,7 +198,7 @@ def predict_command(
 
     from terraloc.cli.options import deprecated, renamed
     from terraloc.pipeline import Geolocator, resolve_config
-    from terraloc.pipeline.outputs import StreamWriter, done_images, geojson, html_map, rewrite_without
+    from terraloc.pipeline.outputs import PredictionFile, geojson_text, html_map
     from terraloc.pipeline.types import ImagePrediction
 
     output = renamed(out, output_old, new="--out", old="--output")
@@ -218,10 +234,9 @@ def predict_command(
     )
 
     images, input_errors = expand_inputs(paths)
-    done: set[str] = set()
-    if resume and output is not None and output.exists():
-        done = done_images(output, fmt)
-        rewrite_without(output, fmt, done)
+    # the one writer of csv/json output: whole records only; --resume keeps complete ones
+    sink = PredictionFile(output, fmt, top_k, resume) if fmt in ("csv", "json") else None
+    done = sink.done if sink is not None else set()
     todo = [p for p in images if p not in done]
 
     for _src, msg in input_errors:
@@ -232,14 +247,7 @@ def predict_command(
     results: list[ImagePrediction] = []
     stream = fmt in ("csv", "json")
     with contextlib.ExitStack() as stack:
-        writer = None
-        if stream:
-            if output is not None:
-                append = resume and output.exists() and output.stat().st_size > 0
-                fh = stack.enter_context(open(output, "a" if append else "w", encoding="utf-8", newline=""))
-                writer = StreamWriter(fh, fmt, write_header=not append)
-            else:
-                writer = StreamWriter(sys.stdout, fmt)
+        writer = stack.enter_context(sink) if sink is not None else None
         for src, msg in input_errors:
             r = ImagePrediction(src, [], msg, geo.model_info if geo else {})
             results.append(r)
@@ -271,13 +279,13 @@ def predict_command(
                 raise InputError("--format table prints to the terminal; use csv/jsonl/geojson with --out")
             _table(results)
         else:
-            text = json.dumps(geojson(results), ensure_ascii=False)
+            text = geojson_text(results)
             if output is not None:
                 from terraloc.io import atomic_write_text
 
-                atomic_write_text(output, text + "\n")
+                atomic_write_text(output, text)
             else:
-                sys.stdout.write(text + "\n")
+                sys.stdout.write(text)
     if map_html is not None:
         from terraloc.io import atomic_write_text
 

@@ -111,6 +111,9 @@ def serve(
     ] = None,
     tile_attribution: Annotated[str, typer.Option(help="Attribution shown with --tile-url tiles.")] = "",
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    lazy: Annotated[
+        bool, typer.Option("--lazy", help="Start at once and load the model in the background (/readyz tells).")
+    ] = False,
 ) -> None:
     """Serve the REST API (/v1/predict, /docs) and the map page (/) with uvicorn."""
     import uvicorn
@@ -158,22 +161,16 @@ def serve(
         tile_attribution=tile_attribution,
     )
     configure_logging(log_level)
+    from terraloc.serve.server import load_or_fail, uvicorn_options
+
+    served = loader if lazy else load_or_fail(loader)  # without --lazy: exit 2 now if it cannot load
     if host not in _LOOPBACK and api_key is None:
         err_console.print(f"warning: serving on {host} without an API key: anyone who reaches it can use it")
     err_console.print(
         f"terraloc serving on http://{'[' + host + ']' if ':' in host else host}:{port}/ "
         "(API docs at /docs; Ctrl-C stops)"
     )
-    uvicorn.run(
-        create_app(settings, loader),
-        host=host,
-        port=port,
-        log_config=None,
-        access_log=False,
-        timeout_keep_alive=5,
-        timeout_graceful_shutdown=10,
-        server_header=False,
-    )
+    uvicorn.run(create_app(settings, served), host=host, port=port, **uvicorn_options(settings))
 
 
 @bench_app.command("serve")

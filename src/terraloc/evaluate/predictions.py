@@ -153,7 +153,7 @@ def _read_jsonl(path: Path) -> Predictions:
             )
     if not rows:
         raise InputError("no prediction rows", path=path)
-    return _read_terraloc_frame(pd.DataFrame(rows), path)
+    return _read_terraloc_frame(pd.DataFrame(rows, dtype=object), path)  # object: names may hold surrogates
 
 
 def load_predictions(path: str | Path) -> Predictions:
@@ -171,7 +171,7 @@ def load_predictions(path: str | Path) -> Predictions:
         if path.stat().st_size == 0:
             raise InputError("file is empty", path=path)
         return _read_jsonl(path)
-    df = read_csv(path)
+    df = read_csv(path, file_names=True)
     if all(c in df.columns for c in GEOESTIMATION_COLUMNS):
         return _read_geoestimation(df, path)
     if all(c in df.columns for c in ("image", "lat", "lon")):

@@ -4,16 +4,21 @@ offline HTML map (vendored Leaflet + bundled country outlines, no network), and 
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import html
 import io
 import json
+import os
 import re
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
 from terraloc.pipeline.types import ImagePrediction
+
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 CSV_COLUMNS = [
     "image",
@@ -80,52 +85,14 @@ class StreamWriter:
         self.fh.flush()
 
 
-def done_images(path: Path, fmt: str) -> set[str]:
-    """Images already present (successfully) in an output file, for ``--resume``."""
-    done: set[str] = set()
-    if not path.exists() or path.stat().st_size == 0:
-        return done
-    with open(path, encoding="utf-8", newline="") as fh:
-        if fmt == "csv":
-            for row in csv.DictReader(fh):
-                if row.get("image") and not row.get("error"):
-                    done.add(row["image"])
-        else:
-            for line in fh:
-                try:
-                    obj = json.loads(line)
-                except ValueError:
-                    continue  # a half-written last line from an interrupted run
-                if isinstance(obj, dict) and obj.get("image") and not obj.get("error"):
-                    done.add(str(obj["image"]))
-    return done
+def escape_surrogates(text: str) -> str:
+    """JSON/JavaScript text with lone surrogates (undecodable file-name bytes) as ``\\udcXX`` escapes."""
+    return _SURROGATE_RE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
-def rewrite_without(path: Path, fmt: str, keep: set[str]) -> None:
-    """Drop rows of images not in ``keep`` (failed or half-written) before resuming, atomically."""
-    from terraloc.io import atomic_write
-
-    with open(path, encoding="utf-8", newline="") as fh:
-        text = fh.read()
-    out = io.StringIO()
-    if fmt == "csv":
-        rows = list(csv.reader(io.StringIO(text)))
-        w = csv.writer(out, lineterminator="\n")
-        if rows:
-            w.writerow(rows[0])
-            idx = rows[0].index("image") if "image" in rows[0] else 0
-            ncol = len(rows[0])
-            w.writerows(r for r in rows[1:] if len(r) == ncol and r[idx] in keep)
-    else:
-        for line in text.splitlines():
-            try:
-                obj = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(obj, dict) and str(obj.get("image")) in keep:
-                out.write(line + "\n")
-    with atomic_write(path, "w") as fh:
-        fh.write(out.getvalue())
+def geojson_text(preds: Iterable[ImagePrediction]) -> str:
+    """The GeoJSON of :func:`geojson` as UTF-8-safe text (one line, newline-terminated)."""
+    return escape_surrogates(json.dumps(geojson(preds), ensure_ascii=False)) + "\n"
 
 
 def geojson(preds: Iterable[ImagePrediction]) -> dict[str, Any]:
@@ -176,7 +143,7 @@ def html_map(preds: list[ImagePrediction], title: str = "terraloc predictions") 
             place = ", ".join(x for x in (c.city, c.admin1, c.country) if x)
             points.append([c.lat, c.lon, c.rank, c.probability, p.image, place])
     data = json.dumps({"countries": countries_geojson(), "points": points}, ensure_ascii=False, separators=(",", ":"))
-    data = data.replace("</", "<\\/")
+    data = escape_surrogates(data.replace("</", "<\\/"))
     js = js.replace("</script", "<\\/script")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
@@ -208,3 +175,240 @@ legend.onAdd = () => {{ const d = L.DomUtil.create('div', 'legend');
 legend.addTo(map);
 </script></body></html>
 """
+
+
+# ---------------------------------------------------------------------------------------------
+# The one writer of prediction files (``terraloc predict -o``) and what ``--resume`` reads back.
+#
+# File names come from the file system and may hold bytes that are not UTF-8 (Python keeps them
+# as lone surrogates, PEP 383). CSV files carry those exact bytes (encoded with
+# ``surrogateescape``, read back the same way); JSON Lines carry ``\udcXX`` escapes, which are
+# valid JSON and decode to the same string. Each image's record (its k CSV rows, or one JSON
+# line) is appended with a single write; a write that fails part-way is cut back, so the file
+# only ever ends with whole records.
+
+
+def encode_text(text: str) -> bytes:
+    """UTF-8 bytes of ``text``; lone surrogates from undecodable file names become their original bytes."""
+    return text.encode("utf-8", "surrogateescape")
+
+
+def decode_text(data: bytes) -> str:
+    """Inverse of :func:`encode_text`."""
+    return data.decode("utf-8", "surrogateescape")
+
+
+def json_line(obj: Any) -> str:
+    """One JSON Lines record; lone surrogates written as ``\\udcXX`` escapes (valid JSON, lossless)."""
+    return escape_surrogates(json.dumps(obj, ensure_ascii=False)) + "\n"
+
+
+def record_bytes(pred: ImagePrediction, fmt: str) -> bytes:
+    """The bytes of one image's record in ``fmt`` (``csv``: its rows; ``json``: one line)."""
+    if fmt == "csv":
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerows(csv_rows(pred))
+        return encode_text(buf.getvalue())
+    return encode_text(json_line(pred.to_json()))
+
+
+def _csv_header() -> bytes:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow(CSV_COLUMNS)
+    return buf.getvalue().encode()
+
+
+def complete_records(data: bytes, fmt: str, top_k: int) -> tuple[list[tuple[str, bytes]], int]:
+    """Split the bytes of a prediction file into whole, complete image records.
+
+    A record is complete when it is an image's ``top_k`` candidate rows ranked 1..k (CSV) or a
+    JSON object with ``top_k`` candidates (JSON Lines), and has no error: failed images are done
+    again on resume. A record cut short (a killed run, a full disk) is not complete; nor is
+    anything after the last newline.
+
+    Returns:
+        ``(records, dropped)``: ``(image, record bytes)`` in file order (first occurrence of each
+        image only), and how many records were dropped as incomplete, failed or repeated.
+    """
+    end = data.rfind(b"\n") + 1
+    whole, tail = data[:end], data[end:]
+    dropped = 1 if tail.strip() else 0
+    records: list[tuple[str, bytes]] = []
+    seen: set[str] = set()
+
+    def keep(image: str, raw: bytes, ok: bool) -> None:
+        nonlocal dropped
+        if ok and image not in seen:
+            seen.add(image)
+            records.append((image, raw))
+        else:
+            dropped += 1
+
+    if fmt == "csv":
+        text = decode_text(whole)
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+        if not rows:
+            return [], dropped
+        header = rows[0]
+        if header != CSV_COLUMNS:
+            return [], dropped + len(rows) - 1
+        col = {c: i for i, c in enumerate(header)}
+        groups: list[tuple[str, list[list[str]]]] = []
+        for row in rows[1:]:
+            if len(row) != len(header):
+                groups.append(("", [row]))  # malformed: its own group, dropped
+                continue
+            image = row[col["image"]]
+            if groups and groups[-1][0] == image and row[col["rank"]] not in ("", "1"):
+                groups[-1][1].append(row)
+            else:
+                groups.append((image, [row]))
+        for image, grp in groups:
+            ranks = [r[col["rank"]] for r in grp]
+            ok = (
+                bool(image)
+                and len(grp) == top_k
+                and ranks == [str(i) for i in range(1, top_k + 1)]
+                and not any(r[col["error"]] for r in grp)
+            )
+            buf = io.StringIO()
+            csv.writer(buf, lineterminator="\n").writerows(grp)
+            keep(image, encode_text(buf.getvalue()), ok)
+        return records, dropped
+    for line in whole.splitlines(keepends=True):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(decode_text(line))
+        except ValueError:
+            dropped += 1
+            continue
+        ok = (
+            isinstance(obj, dict)
+            and isinstance(obj.get("image"), str)
+            and not obj.get("error")
+            and isinstance(obj.get("candidates"), list)
+            and len(obj["candidates"]) == top_k
+        )
+        keep(str(obj.get("image")) if isinstance(obj, dict) else "", line, ok)
+    return records, dropped
+
+
+class PredictionFile:
+    """Append-only prediction output (``csv`` or ``json`` Lines) with verified ``--resume``.
+
+    Args:
+        path: the output file, or ``None`` for standard output.
+        fmt: ``csv`` or ``json``.
+        top_k: candidates per image (a complete record has exactly this many).
+        resume: keep the complete records of an existing ``path`` (rewritten atomically without
+            the incomplete, failed or repeated ones) and append after them.
+
+    Attributes:
+        done: images whose complete record was kept from an earlier run.
+        dropped: records of the earlier run that were dropped and will be redone.
+        written: records appended by this run.
+
+    Raises:
+        OutputError: (from the constructor and :meth:`write`) the file cannot be written: disk
+            full, read-only, no permission. The message says what the file still holds.
+    """
+
+    def __init__(self, path: Path | None, fmt: str, top_k: int, resume: bool = False) -> None:
+        if fmt not in ("csv", "json"):
+            raise ValueError(f"fmt must be csv or json, got {fmt!r}")
+        self.path = path
+        self.fmt = fmt
+        self.done: set[str] = set()
+        self.dropped = 0
+        self.written = 0
+        self._fd: int | None = None
+        self._stream: Any = None
+        self._size = 0
+        self._kept = b""
+        self._resumed = resume and path is not None and path.exists()
+        if self._resumed:
+            assert path is not None
+            records, self.dropped = complete_records(path.read_bytes(), fmt, top_k)
+            self.done = {image for image, _ in records}
+            self._kept = b"".join(raw for _, raw in records)
+
+    def open(self) -> PredictionFile:
+        """Start the output: the header (CSV), after the kept records when resuming (nothing is
+        written before this, so a run that fails to start leaves an earlier file alone)."""
+        from terraloc.io import atomic_write_bytes
+        from terraloc.output_errors import reported_write_errors
+
+        header = _csv_header() if self.fmt == "csv" else b""
+        if self.path is None:
+            self._stream = getattr(sys.stdout, "buffer", None)
+            if header:
+                self._out(header)
+            return self
+        with reported_write_errors(self.path, kept=self._kept_message(len(self.done), resumed=True)):
+            if not self._resumed:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(self.path, header + self._kept)  # whole records only, each image once
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        self._size = len(header) + len(self._kept)
+        self._kept = b""
+        return self
+
+    def _kept_message(self, n: int, resumed: bool = False) -> str:
+        if resumed:
+            return f"the file was left as it was ({n} complete image records; run again with --resume)"
+        return (
+            f"the file holds {n} complete image records (no partial record); "
+            "free space or fix permissions and run again with --resume to finish"
+        )
+
+    def _out(self, data: bytes) -> None:
+        sys.stdout.flush()
+        if self._stream is not None:
+            self._stream.write(data)
+            self._stream.flush()
+        else:  # a text-only stdout (tests): surrogates back to text
+            sys.stdout.write(decode_text(data))
+            sys.stdout.flush()
+
+    def write(self, pred: ImagePrediction) -> None:
+        """Append one image's whole record (or nothing, if the write fails)."""
+        data = record_bytes(pred, self.fmt)
+        if self._fd is None:
+            if self.path is not None:
+                raise RuntimeError("PredictionFile.write() before open()")
+            self._out(data)
+            self.written += 1
+            return
+        from terraloc.output_errors import output_error
+
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.write(self._fd, view)
+                view = view[n:]
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._size)  # cut a partial record back off
+            raise output_error(exc, self.path, self._kept_message(len(self.done) + self.written)) from None
+        self._size += len(data)
+        self.written += 1
+
+    def close(self) -> None:
+        """Flush to disk and close."""
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            try:
+                os.fsync(fd)
+            except OSError as exc:
+                from terraloc.output_errors import output_error
+
+                raise output_error(exc, self.path, self._kept_message(len(self.done) + self.written)) from None
+            finally:
+                os.close(fd)
+
+    def __enter__(self) -> PredictionFile:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -33,12 +33,19 @@ from starlette.requests import ClientDisconnect
 import terraloc
 from terraloc.config import package_data
 from terraloc.serve.images import decode_upload
-from terraloc.serve.middleware import BodyLimitMiddleware, PayloadTooLarge, RequestContextMiddleware
+from terraloc.serve.middleware import (
+    BodyLimitMiddleware,
+    BodyTimeout,
+    BodyTimeoutMiddleware,
+    PayloadTooLarge,
+    RequestContextMiddleware,
+)
 from terraloc.serve.predictor import Predictor
+from terraloc.serve.public import public_paths
 from terraloc.serve.queue import InferenceQueue, QueueFull
 from terraloc.serve.settings import ServeSettings
 from terraloc.serve.sniff import UnprocessableImage, UnsupportedMedia, inspect_image
-from terraloc.serve.uploads import BadRequest, FileTooLarge, Upload, read_uploads
+from terraloc.serve.uploads import BadRequest, FileTooLarge, Upload, clip, read_uploads
 
 log = logging.getLogger("terraloc.serve")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -46,6 +53,10 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 class NotReady(RuntimeError):
     """The model is still loading or failed to load (HTTP 503)."""
+
+
+class UploadsFull(RuntimeError):
+    """Too many request bodies are being read at once (HTTP 503)."""
 
 
 class Unauthorized(RuntimeError):
@@ -72,7 +83,7 @@ class ServiceState:
         log.info("loading model", extra={"event": "model_loading"})
         try:
             predictor = self.loader()
-            description = predictor.describe()
+            description = public_paths(predictor.describe())
         except Exception as exc:
             self.load_error = f"{type(exc).__name__}: {exc}"
             log.error("model failed to load", extra={"event": "model_failed", "error": self.load_error})
@@ -225,8 +236,11 @@ def create_app(settings: ServeSettings, loader: Callable[[], Predictor] | Predic
         return handle
 
     close = {"Connection": "close"}
+    busy = {"Retry-After": "1"}
     error_map: list[tuple[type[Exception], int | None, Callable[[Any], dict[str, str] | None]]] = [
         (PayloadTooLarge, 413, lambda _e: close),
+        (BodyTimeout, 408, lambda _e: close),
+        (UploadsFull, 503, lambda _e: busy),
         (FileTooLarge, 413, lambda _e: close),
         (BadRequest, None, lambda _e: None),
         (UnsupportedMedia, 415, lambda _e: None),
@@ -237,6 +251,12 @@ def create_app(settings: ServeSettings, loader: Callable[[], Predictor] | Predic
     ]
     for exc_type, status, headers in error_map:
         app.add_exception_handler(exc_type, _handler(status, headers))
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        # Anything unexpected still answers JSON (and is logged with its traceback).
+        log.error("unhandled error", exc_info=exc, extra={"event": "error"})
+        return _error(500, f"internal error ({type(exc).__name__})", request)
 
     @app.exception_handler(ClientDisconnect)
     async def _gone(request: Request, exc: ClientDisconnect) -> Response:
@@ -278,7 +298,7 @@ def create_app(settings: ServeSettings, loader: Callable[[], Predictor] | Predic
         try:
             k = int(raw)
         except (TypeError, ValueError):
-            raise BadRequest(f"top_k must be an integer, got {raw!r}") from None
+            raise BadRequest(f"top_k must be an integer, got {clip(repr(raw))}") from None
         if not 1 <= k <= settings.max_top_k:
             raise BadRequest(f"top_k must be between 1 and {settings.max_top_k}, got {k}")
         return k
@@ -289,6 +309,7 @@ def create_app(settings: ServeSettings, loader: Callable[[], Predictor] | Predic
         slots: list[int] = []
         results: list[dict[str, Any] | None] = [None] * len(uploads)
         model = state.description.get("model", {})
+        public_model: dict[str, Any] | None = None
         for i, up in enumerate(uploads):
             try:
                 images.append(decode_upload(up.data, up.name))
@@ -302,30 +323,31 @@ def create_app(settings: ServeSettings, loader: Callable[[], Predictor] | Predic
             for i, pred in zip(slots, preds, strict=True):
                 pred = dict(pred)
                 pred["image"] = uploads[i].name
+                if "model" in pred:  # never show the server's absolute paths
+                    if public_model is None:
+                        public_model = public_paths(pred["model"])
+                    pred["model"] = public_model
                 results[i] = pred
         return [r for r in results if r is not None]
 
-    inflight = {"n": 0}
-    # Requests being read or waiting for inference: bounded too, so that a burst of large uploads
-    # cannot hold unbounded memory while the inference line is full.
-    max_inflight = 2 * (settings.workers + settings.queue_size)
+    # Bodies being read are bounded on their own (memory: max_uploads x the body limit), apart
+    # from the inference queue: a slow upload holds an upload slot until BodyTimeoutMiddleware
+    # cuts it off, never an inference slot, so it cannot make a fast client wait.
+    uploading = {"n": 0, "refused": 0}
+
+    async def read_body(request: Request, batch: bool) -> Any:
+        if uploading["n"] >= settings.max_uploads:
+            uploading["refused"] += 1
+            raise UploadsFull(f"{settings.max_uploads} uploads are already in progress; retry in 1 s")
+        uploading["n"] += 1
+        try:
+            return await read_uploads(request, settings.max_upload_bytes, batch, settings.max_json_depth)
+        finally:
+            uploading["n"] -= 1
 
     async def predict_uploads(request: Request, top_k_q: int | None, batch: bool) -> list[dict[str, Any]]:
         predictor = state.require()
-        if inflight["n"] >= max_inflight:
-            state.queue.rejected += 1
-            raise QueueFull(state.queue.retry_after())
-        inflight["n"] += 1
-        try:
-            return await _predict_uploads(request, predictor, top_k_q, batch)
-        finally:
-            inflight["n"] -= 1
-
-    async def _predict_uploads(
-        request: Request, predictor: Predictor, top_k_q: int | None, batch: bool
-    ) -> list[dict[str, Any]]:
-        limit = settings.max_upload_bytes
-        body = await read_uploads(request, limit, batch)
+        body = await read_body(request, batch)
         if not batch and len(body.files) != 1:
             raise BadRequest(f"send exactly one 'file' to /v1/predict ({len(body.files)} given); use /v1/predict/batch")
         if batch:
@@ -388,7 +410,7 @@ def create_app(settings: ServeSettings, loader: Callable[[], Predictor] | Predic
     async def models() -> dict[str, Any]:
         """The loaded model (ids and weight hashes) and the service's limits."""
         state.require()
-        limits = asdict(settings)
+        limits = asdict(settings)  # secrets and addresses removed below; model paths made public at load
         for secret in ("api_key", "host", "port", "tile_url", "tile_attribution", "cors_origins"):
             limits.pop(secret, None)
         return {"models": [state.description], "limits": limits, "load_seconds": state.load_seconds}
@@ -401,7 +423,10 @@ def create_app(settings: ServeSettings, loader: Callable[[], Predictor] | Predic
     @app.get("/readyz", tags=["service"], summary="Readiness", responses={503: {"description": "not ready"}})
     async def readyz() -> JSONResponse:
         """200 once the model is loaded; 503 while it loads or if it failed."""
-        body: dict[str, Any] = {"queue": state.queue.stats()}
+        body: dict[str, Any] = {
+            "queue": state.queue.stats(),
+            "uploads": {"in_progress": uploading["n"], "limit": settings.max_uploads, "refused": uploading["refused"]},
+        }
         if state.predictor is not None:
             body.update(status="ready", load_seconds=state.load_seconds)
             return JSONResponse(body)
@@ -478,5 +503,11 @@ def create_app(settings: ServeSettings, loader: Callable[[], Predictor] | Predic
             expose_headers=["X-Request-ID", "Retry-After"],
         )
     app.add_middleware(BodyLimitMiddleware, limit_for=settings.body_limit)
+    app.add_middleware(
+        BodyTimeoutMiddleware,
+        idle_timeout_s=settings.body_idle_timeout_s,
+        min_rate=settings.min_upload_rate,
+        grace_s=settings.upload_grace_s,
+    )
     app.add_middleware(RequestContextMiddleware)
     return app

@@ -6,6 +6,7 @@ client that disconnects mid-upload costs nothing but the bytes already read.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -27,6 +28,10 @@ class PayloadTooLarge(Exception):
     def __init__(self, limit: int) -> None:
         super().__init__(f"request body exceeds the limit of {limit} bytes")
         self.limit = limit
+
+
+class BodyTimeout(Exception):
+    """The request body arrived too slowly (HTTP 408; the connection is closed)."""
 
 
 class JsonFormatter(logging.Formatter):
@@ -183,3 +188,61 @@ class BodyLimitMiddleware:
             return message
 
         await self.app(scope, limited_receive, send)
+
+
+class BodyTimeoutMiddleware:
+    """Close request bodies that arrive too slowly (slow-loris defence), with 408.
+
+    uvicorn has no timeout on reading a request body, so a client that trickles bytes would hold
+    its upload slot forever. Each ``receive()`` of the body waits at most ``idle_timeout_s`` and,
+    after ``grace_s`` seconds, no longer than the moment the body falls behind ``min_rate`` bytes
+    per second (``received >= min_rate * (elapsed - grace_s)``). Past that :class:`BodyTimeout`
+    is raised inside the endpoint (mapped to 408 with ``Connection: close`` by the app).
+
+    Args:
+        app: the wrapped ASGI app.
+        idle_timeout_s: longest wait for the next chunk, in seconds.
+        min_rate: bytes per second required after the grace period (0 = no rate check).
+        grace_s: seconds before the rate applies.
+    """
+
+    def __init__(self, app: ASGIApp, idle_timeout_s: float, min_rate: int, grace_s: float) -> None:
+        self.app = app
+        self.idle_timeout_s = idle_timeout_s
+        self.min_rate = min_rate
+        self.grace_s = grace_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        t0 = time.monotonic()
+        seen = 0
+        complete = False
+
+        async def guarded_receive() -> Message:
+            nonlocal seen, complete
+            if complete:
+                return await receive()  # e.g. waiting for a disconnect: not a body read
+            now = time.monotonic()
+            timeout = self.idle_timeout_s
+            if self.min_rate > 0:
+                timeout = min(timeout, t0 + self.grace_s + seen / self.min_rate - now)
+            try:
+                if timeout <= 0:
+                    raise TimeoutError
+                message = await asyncio.wait_for(receive(), timeout)
+            except TimeoutError:
+                elapsed = time.monotonic() - t0
+                raise BodyTimeout(
+                    f"request body arrived too slowly ({seen} bytes in {elapsed:.1f} s; required: a chunk at "
+                    f"least every {self.idle_timeout_s:g} s and {self.min_rate} bytes/s after {self.grace_s:g} s)"
+                ) from None
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                complete = not message.get("more_body", False)
+            else:
+                complete = True
+            return message
+
+        await self.app(scope, guarded_receive, send)

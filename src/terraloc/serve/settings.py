@@ -28,6 +28,16 @@ class ServeSettings:
         tile_url: optional XYZ tile URL template for the web page's base map
             (``https://.../{z}/{x}/{y}.png``); without it the page draws bundled country outlines.
         tile_attribution: attribution text shown with those tiles.
+        body_idle_timeout_s: longest wait for the next piece of a request body, in seconds (408 after).
+        min_upload_rate: slowest accepted upload after ``upload_grace_s``, in bytes per second:
+            a body must have delivered ``min_upload_rate * (elapsed - upload_grace_s)`` bytes at
+            every moment, else 408 and the connection is closed (slow-loris defence).
+        upload_grace_s: seconds an upload may take before the minimum rate applies.
+        max_uploads: request bodies being read at once (503 beyond); bounded apart from the
+            inference queue so that slow uploads never hold an inference slot.
+        max_json_depth: deepest nesting of arrays/objects accepted in a JSON body (400 beyond).
+        max_connections: open connections plus running requests the server accepts before it
+            answers 503 (uvicorn's ``limit_concurrency``).
     """
 
     host: str = "127.0.0.1"
@@ -44,6 +54,12 @@ class ServeSettings:
     cors_origins: tuple[str, ...] = field(default_factory=tuple)
     tile_url: str | None = None
     tile_attribution: str = ""
+    body_idle_timeout_s: float = 15.0
+    min_upload_rate: int = 2048
+    upload_grace_s: float = 10.0
+    max_uploads: int = 32
+    max_json_depth: int = 32
+    max_connections: int = 256
 
     def body_limit(self, path: str) -> int:
         """Largest request body accepted on ``path``, in bytes (base64 and multipart overhead included)."""

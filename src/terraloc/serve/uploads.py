@@ -18,9 +18,11 @@ from typing import Any
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
-from terraloc.serve.middleware import PayloadTooLarge
+from terraloc.serve.middleware import BodyTimeout, PayloadTooLarge
 
 _LABEL_RE = re.compile(r"[^\w .,()+=@#-]")
+#: Longest multipart boundary accepted (RFC 2046 allows 70 characters).
+MAX_BOUNDARY = 200
 
 
 class BadRequest(ValueError):
@@ -59,6 +61,11 @@ class ParsedBody:
 
     files: list[Upload] = field(default_factory=list)
     fields: dict[str, str] = field(default_factory=dict)
+
+
+def clip(text: str, limit: int = 80) -> str:
+    """``text`` cut to ``limit`` characters (with an ellipsis), for echoing client input in messages."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def safe_label(name: str | None, default: str) -> str:
@@ -104,7 +111,7 @@ async def read_multipart(request: Request, boundary: bytes, max_file_bytes: int)
             name = opts.get(b"filename", opts.get(b"name", b"field")).decode("utf-8", "replace")
             if is_file:
                 raise FileTooLarge(safe_label(name, "upload"), state["size"], limit)
-            raise BadRequest(f"form field '{name}' is longer than {limit} bytes")
+            raise BadRequest(f"form field '{clip(name)}' is longer than {limit} bytes")
         state["chunks"].append(data[start:end])
 
     def on_part_end() -> None:
@@ -119,22 +126,22 @@ async def read_multipart(request: Request, boundary: bytes, max_file_bytes: int)
             out.fields[name] = payload.decode("utf-8", "replace")
         state["chunks"] = []
 
-    parser = MultipartParser(
-        boundary,
-        {
-            "on_part_begin": on_part_begin,
-            "on_header_field": on_header_field,
-            "on_header_value": on_header_value,
-            "on_header_end": on_header_end,
-            "on_part_data": on_part_data,
-            "on_part_end": on_part_end,
-        },
-    )
+    if len(boundary) > MAX_BOUNDARY:
+        raise BadRequest(f"multipart boundary is {len(boundary)} characters long; the limit is {MAX_BOUNDARY}", 400)
+    callbacks: Any = {
+        "on_part_begin": on_part_begin,
+        "on_header_field": on_header_field,
+        "on_header_value": on_header_value,
+        "on_header_end": on_header_end,
+        "on_part_data": on_part_data,
+        "on_part_end": on_part_end,
+    }
     try:
+        parser = MultipartParser(boundary, callbacks)
         async for chunk in request.stream():
             parser.write(chunk)
         parser.finalize()
-    except (FileTooLarge, BadRequest, PayloadTooLarge, ClientDisconnect):
+    except (FileTooLarge, BadRequest, PayloadTooLarge, BodyTimeout, ClientDisconnect):
         raise
     except Exception as exc:  # python-multipart parse errors
         raise BadRequest(f"malformed multipart body: {exc}", status=400) from None
@@ -157,14 +164,39 @@ def _decode_b64(value: Any, where: str, max_file_bytes: int) -> bytes:
     return data
 
 
-async def read_json(request: Request, max_file_bytes: int, batch: bool) -> ParsedBody:
+def json_depth(doc: Any, stop_after: int) -> int:
+    """Nesting depth of a parsed JSON value (a scalar is 0), counted without recursion;
+    counting stops once it exceeds ``stop_after``."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(doc, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (list, dict)):
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > stop_after:
+                break
+            stack.extend((v, depth) for v in (value.values() if isinstance(value, dict) else value))
+    return deepest
+
+
+async def read_json(request: Request, max_file_bytes: int, batch: bool, max_depth: int = 32) -> ParsedBody:
     """Parse ``{"image": BASE64, "name"?, "top_k"?}`` or, for a batch,
-    ``{"images": [{"image": BASE64, "name"?} | BASE64, ...], "top_k"?}``."""
+    ``{"images": [{"image": BASE64, "name"?} | BASE64, ...], "top_k"?}``.
+
+    Raises:
+        BadRequest: not JSON (400), nested deeper than ``max_depth`` (400), or a missing/bad field (422).
+    """
     raw = await request.body()
+    too_deep = BadRequest(f"JSON body is nested deeper than {max_depth} levels", status=400)
     try:
-        doc = json.loads(raw)
+        doc = json.loads(raw)  # the C parser raises RecursionError on '[' * 100000, cheaply
+    except RecursionError:
+        raise too_deep from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"request body is not valid JSON: {exc}", status=400) from None
+    if json_depth(doc, max_depth) > max_depth:
+        raise too_deep
     if not isinstance(doc, dict):
         raise BadRequest("JSON body must be an object")
     out = ParsedBody()
@@ -186,7 +218,7 @@ async def read_json(request: Request, max_file_bytes: int, batch: bool) -> Parse
     return out
 
 
-async def read_uploads(request: Request, max_file_bytes: int, batch: bool) -> ParsedBody:
+async def read_uploads(request: Request, max_file_bytes: int, batch: bool, max_json_depth: int = 32) -> ParsedBody:
     """Dispatch on ``Content-Type``: multipart/form-data (field ``file``, or ``files``) or JSON."""
     ctype, opts = parse_options_header(request.headers.get("content-type", ""))
     if ctype == b"multipart/form-data":
@@ -198,8 +230,8 @@ async def read_uploads(request: Request, max_file_bytes: int, batch: bool) -> Pa
             raise BadRequest("missing form field 'file' (the image to locate, sent as a file upload)")
         return body
     if ctype in (b"application/json", b"text/json"):
-        return await read_json(request, max_file_bytes, batch)
-    shown = ctype.decode("latin-1") or "none"
+        return await read_json(request, max_file_bytes, batch, max_json_depth)
+    shown = clip(ctype.decode("latin-1")) or "none"
     raise UnsupportedContentType(
         f"unsupported Content-Type '{shown}'; send multipart/form-data with a 'file' field, "
         "or application/json with base64 in 'image'"

@@ -52,12 +52,48 @@
   // ---------- map ----------
   var map = L.map("map", { worldCopyJump: true, minZoom: 1, maxZoom: 18, zoomControl: true })
     .setView([20, 0], 1);
+  window.terralocMap = map; // for tests and the console
   map.attributionControl.setPrefix(false);
   L.control.scale({ metric: true, imperial: false }).addTo(map);
+  // World overview inset: the whole Earth, with a box where the main map looks.
+  var overview = L.map("overview", { zoomControl: false, attributionControl: false, dragging: false,
+    scrollWheelZoom: false, doubleClickZoom: false, boxZoom: false, keyboard: false, touchZoom: false,
+    zoomSnap: 0.1 }).setView([15, 0], 0);
+  var viewBox = L.rectangle([[0, 0], [0, 0]], { color: "#d9480f", weight: 2, fill: false, interactive: false });
+  var viewDot = L.circleMarker([0, 0], { radius: 3, color: "#d9480f", fillOpacity: 1, interactive: false });
+  function syncOverview() {
+    overview.invalidateSize();
+    overview.fitWorld({ animate: false });
+    var b = map.getBounds();
+    var c = b.getCenter();
+    viewBox.setBounds(b);
+    viewDot.setLatLng(c);
+    // a view too small to draw as a box is shown as a dot
+    var tiny = Math.abs(b.getNorth() - b.getSouth()) < 6;
+    if (tiny) { overview.removeLayer(viewBox); viewDot.addTo(overview); }
+    else { overview.removeLayer(viewDot); viewBox.addTo(overview); }
+  }
+  map.on("moveend zoomend resize", syncOverview);
   fetch("/ui/countries.geojson").then(function (r) { return r.json(); }).then(function (gj) {
-    L.geoJSON(gj, { interactive: false, style: { color: "#7a8793", weight: 0.7, fillColor: "#e6e9dd", fillOpacity: 1 } })
-      .addTo(map).bringToBack();
+    var style = { color: "#7a8793", weight: 0.7, fillColor: "#e6e9dd", fillOpacity: 1 };
+    L.geoJSON(gj, { interactive: false, style: style }).addTo(map).bringToBack();
+    L.geoJSON(gj, { interactive: false, style: { color: "#9aa5ae", weight: 0.3, fillColor: "#e6e9dd", fillOpacity: 1 } })
+      .addTo(overview);
+    syncOverview();
   }).catch(function () { say("Could not load the base map outlines.", "warn"); });
+
+  // Fit every candidate, but never closer than about country scale (~900 km across), so that the
+  // region can be recognised on the outline map.
+  var MIN_SPAN_DEG = 8;
+  function fitCandidates(cands) {
+    var b = L.latLngBounds(cands.map(function (c) { return [c.lat, c.lon]; }));
+    var ctr = b.getCenter();
+    var halfLat = Math.max(MIN_SPAN_DEG / 2, (b.getNorth() - b.getSouth()) / 2);
+    var cosLat = Math.max(0.2, Math.cos(ctr.lat * Math.PI / 180));
+    var halfLon = Math.max(MIN_SPAN_DEG / 2 / cosLat, (b.getEast() - b.getWest()) / 2);
+    var south = Math.max(-85, ctr.lat - halfLat), north = Math.min(85, ctr.lat + halfLat);
+    map.fitBounds([[south, ctr.lng - halfLon], [north, ctr.lng + halfLon]], { padding: [24, 24], maxZoom: 7, animate: false });
+  }
 
   function setTiles(url) {
     if (state.tiles) { map.removeLayer(state.tiles); state.tiles = null; }
@@ -139,10 +175,7 @@
       li.appendChild(btn);
       list.appendChild(li);
     });
-    if (cands.length) {
-      var b = L.latLngBounds(cands.map(function (c) { return [c.lat, c.lon]; }));
-      map.fitBounds(b.pad(0.3), { maxZoom: 12 });
-    }
+    if (cands.length) fitCandidates(cands);
     renderDistances(cands);
     renderRag(pred, cands);
     if (pred.model && Object.keys(pred.model).length) {
@@ -238,9 +271,19 @@
     if (img.dataset.url) URL.revokeObjectURL(img.dataset.url);
     var url = URL.createObjectURL(file);
     img.dataset.url = url;
+    img.onerror = clearThumb; // not an image the browser can show: no broken-image box
     img.src = url;
     img.alt = "Selected photo: " + (file.name || "pasted image");
     img.hidden = false;
+  }
+  function clearThumb() {
+    var img = $("thumb");
+    if (img.dataset.url) URL.revokeObjectURL(img.dataset.url);
+    delete img.dataset.url;
+    img.onerror = null;
+    img.removeAttribute("src");
+    img.alt = "";
+    img.hidden = true;
   }
 
   function addHistory(entry) {
@@ -251,7 +294,8 @@
     btn.addEventListener("click", function () {
       state.file = entry.file;
       showThumb(entry.file);
-      if (entry.result) { say(""); render(entry.result); } else if (entry.error) { clearResult(); say(entry.error, "error"); }
+      if (entry.result) { say(""); render(entry.result); }
+      else if (entry.error) { clearResult(); clearThumb(); say(entry.error, "error"); }
     });
     li.appendChild(btn);
     entry.li = li;
@@ -272,13 +316,17 @@
       render(entry.result);
       entry.li.classList.remove("failed");
     } catch (e) {
-      entry.error = (entry.file.name || "photo") + ": " + e.message;
+      var name = entry.file.name || "photo";
+      entry.error = e.message.indexOf(name + ":") === 0 ? e.message : name + ": " + e.message; // said once
       entry.li.classList.add("failed");
+      clearThumb(); // a refused photo does not stay on show as if it were the one located
+      state.file = null;
+      $("rerun").disabled = true;
       $("summary").textContent = "No result.";
       say(entry.error, "error");
     } finally {
       document.body.classList.remove("busy");
-      $("rerun").disabled = false;
+      $("rerun").disabled = !state.file;
     }
   }
 
@@ -294,7 +342,12 @@
     if (!list.length) return;
     var max = state.config ? state.config.max_upload_bytes : Infinity;
     list.forEach(function (f) {
-      if (f.size > max) { say(f.name + ": larger than the server's limit of " + Math.round(max / 1048576) + " MB", "error"); return; }
+      if (f.size > max) {
+        clearResult(); clearThumb(); state.file = null; $("rerun").disabled = true;
+        $("summary").textContent = "No result.";
+        say(f.name + ": larger than the server's limit of " + Math.round(max / 1048576) + " MB", "error");
+        return;
+      }
       var entry = { file: f };
       addHistory(entry);
       state.queue.push(entry);
