@@ -1,31 +1,55 @@
 #!/usr/bin/env bash
-# The main job, offline, on real photos:
-#   1. build a reference-photo database from the 300 shared Im2GPS3k photos with EfficientNet-Lite0
-#      (real ImageNet weights from a pip package; no download),
-#   2. predict the 71 shared street-level (OSV-5M) photos with it (top-5, place names, HTML map),
-#   3. score the predictions against their ground truth (honest numbers, however modest),
-#   4. score published GeoEstimation predictions on Im2GPS3k (the evaluation harness on its own).
+# `make demo`: the story on one screen, offline, on the shared data. Each line says what it measures.
+#   [1] end to end on real photos: a reference-photo database of the 300 shared Im2GPS3k photos
+#       (EfficientNet-Lite0, real ImageNet weights from a pip package) predicts the 71 shared
+#       street-level OSV-5M photos (top-5, place names, an HTML map), scored against their ground truth;
+#   [2] the reasoning stage on G3's real retrieval output (1,424 Im2GPS3k photos with their MP16
+#       neighbours): geo-consensus over the candidates against G3's first candidate (no LLM);
+#   [3] the published GeoEstimation (ISNs) predictions re-scored by terraloc's evaluation harness,
+#       beside the paper's own numbers;
+#   [4] (reserved) confidence / selective prediction.
+# Command output goes to $OUT/logs/; a failing step prints the end of its output.
 set -euo pipefail
 VENV=${VENV:-.venv}
 SHARED=${TERRALOC_SHARED:-../shared}
 OUT=${DEMO_OUT:-demo_out}
 TL="$VENV/bin/terraloc"
-mkdir -p "$OUT"
+PY="$VENV/bin/python"
+mkdir -p "$OUT/logs"
 start=$(date +%s)
 
+step() {  # step NAME CMD...: run quietly (stdout to $OUT/logs/NAME.out, stderr to .err); on failure show them
+  local name=$1; shift
+  if ! "$@" >"$OUT/logs/$name.out" 2>"$OUT/logs/$name.err"; then
+    echo "demo: step '$name' failed: $*" >&2
+    tail -n 20 "$OUT/logs/$name.out" "$OUT/logs/$name.err" >&2
+    exit 1
+  fi
+}
+
+# [1] end to end on real photos
 if [ ! -f "$OUT/refdb_effnet/manifest.json" ]; then
-  "$TL" db build --images "$SHARED/data/photos/im2gps3k_dev/metadata.csv" \
+  step db_build "$TL" db build --photos "$SHARED/data/photos/im2gps3k_dev/metadata.csv" \
     --backbone efficientnet-lite0 --out "$OUT/refdb_effnet"
 fi
 # --resume keeps what an interrupted run finished; a complete file is not recomputed
-"$TL" predict "$SHARED/data/photos/osv5m" --db "$OUT/refdb_effnet" --top-k 5 \
-  --format csv --output "$OUT/osv5m_predictions.csv" --resume --map "$OUT/osv5m_map.html"
-"$TL" eval --predictions "$OUT/osv5m_predictions.csv" \
-  --ground-truth "$SHARED/data/photos/osv5m/osv5m_photos.csv" --id-col path --out "$OUT/eval_osv5m"
-echo "first rows of $OUT/osv5m_predictions.csv:"
-head -4 "$OUT/osv5m_predictions.csv"
+step predict "$TL" predict "$SHARED/data/photos/osv5m" --db "$OUT/refdb_effnet" --top-k 5 \
+  --format csv -o "$OUT/osv5m_predictions.csv" --resume --map "$OUT/osv5m_map.html"
+step eval_osv5m "$TL" eval --predictions "$OUT/osv5m_predictions.csv" \
+  --ground-truth "$SHARED/data/photos/osv5m/osv5m_photos.csv" --id-col path --out "$OUT/eval_osv5m" --json
+cp "$OUT/logs/eval_osv5m.out" "$OUT/eval_osv5m.json"
 
-"$TL" eval \
-  --predictions "$SHARED/data/predictions/geoestimation_isns_im2gps3k.csv" \
-  --benchmark im2gps3k --compare --out "$OUT/eval"
-echo "demo finished in $(( $(date +%s) - start )) s; map: $OUT/osv5m_map.html"
+# [2] the reasoning stage on G3's real retrieval output
+step rag_eval "$TL" rag eval --candidates "$SHARED/data/rag/g3_candidates_im2gps3k_dev.csv" \
+  --out "$OUT/rag_g3" --json
+cp "$OUT/logs/rag_eval.out" "$OUT/rag_g3.json"
+
+# [3] the published reproduction
+step eval_published "$TL" eval --predictions "$SHARED/data/predictions/geoestimation_isns_im2gps3k.csv" \
+  --benchmark im2gps3k --compare --out "$OUT/eval_geoestimation" --json
+cp "$OUT/logs/eval_published.out" "$OUT/eval_geoestimation.json"
+
+# [4] confidence / selective prediction: the `confidence` branch adds its step here, writing
+#     "$OUT/confidence.json"; demo_summary.py prints its line when that file exists.
+
+"$PY" "$(dirname "$0")/demo_summary.py" "$OUT" "$(( $(date +%s) - start ))"

@@ -77,7 +77,7 @@ def test_render_table_keeps_long_backend_names() -> None:
     """A backend with many options wraps in the table instead of being cut to an ellipsis."""
     from rich.console import Console
 
-    from terraloc.bench.search import render_table
+    from terraloc.cli.bench_search_cmd import render_table
 
     acc = {t: 50.0 for t in sorted(ACC_KEYS)}
     base = {"gallery_size": 100000, "noise": 0.2, "ms_per_query_batched": 0.5, "ms_per_query_single": 1.0}

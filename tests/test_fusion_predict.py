@@ -34,6 +34,10 @@ def test_fusion_train_then_predict_geosurge_end_to_end(shared: Path, tmp_path: P
         assert -90 <= float(row["lat"]) <= 90 and -180 <= float(row["lon"]) <= 180
         assert 0 <= float(row["probability"]) <= 1
 
+    # the run's geosurge.pt scores fused features: as a plain geosurge head it is refused in one line
+    r = cli("predict", str(photos / names[0]), "--backbone", str(tiny), "--checkpoint", str(run / "geosurge.pt"))
+    assert r.code == 2 and "--fusion fusion.pt" in r.err and "Traceback" not in r.err
+
     # a fusion checkpoint without its GeoSURGE head: one-line error, exit 2
     lone = tmp_path / "lone"
     lone.mkdir()

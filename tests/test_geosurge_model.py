@@ -63,21 +63,24 @@ def test_hierarchical_scores_sum_log_probs_along_ancestry() -> None:
     torch.manual_seed(0)
     model = GeoSurge(GeoSurgeConfig(input_dim=8, level_sizes=tuple(part.sizes), embed_dim=16))
     x = torch.randn(5, 8)
-    anc = torch.as_tensor(part.ancestry)
-    scores = model.leaf_log_scores(x, anc)
     f = model.features(x)
+    # Reference: every level's full log-softmax, gathered along each leaf's ancestry and summed.
+    scores = sum(
+        torch.log_softmax(model.level_logits(f, lv), -1)[:, torch.as_tensor(part.ancestry[:, lv])]
+        for lv in range(part.n_levels)
+    )
     leaf = 3
     expect = sum(
         torch.log_softmax(model.level_logits(f, lv), -1)[:, part.ancestry[leaf, lv]] for lv in range(part.n_levels)
     )
     torch.testing.assert_close(scores[:, leaf], expect)
-    # The head's fast path (one matmul, gathered logits minus log-normalisers) gives the same scores.
+    # The head's one scoring path (one matmul, gathered logits minus log-normalisers) gives the same scores.
     head = GeoSurgeHead(model, part)
     torch.testing.assert_close(head.leaf_log_scores(x), scores, rtol=1e-5, atol=1e-5)
-    all_levels = head.leaf_log_scores_levels(x, range(part.n_levels))
+    all_levels = head.leaf_log_scores(x, range(part.n_levels))
     torch.testing.assert_close(all_levels, scores, rtol=1e-5, atol=1e-5)
     finest = torch.log_softmax(model.level_logits(f, part.n_levels - 1), -1)
-    torch.testing.assert_close(head.leaf_log_scores_levels(x, [part.n_levels - 1]), finest, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(head.leaf_log_scores(x, [part.n_levels - 1]), finest, rtol=1e-5, atol=1e-5)
 
 
 def test_head_checkpoint_round_trip_and_errors(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -92,13 +95,13 @@ def test_head_checkpoint_round_trip_and_errors(tmp_path) -> None:  # type: ignor
     assert (np.diff(probs, axis=1) <= 1e-9).all() and (probs.sum(1) <= 1 + 1e-6).all()
     np.testing.assert_allclose(
         ll,
-        part.centers[-1][np.argsort(-head.model.leaf_log_scores(torch.from_numpy(x), head.ancestry).numpy(), 1)[:, :3]],
+        part.centers[-1][np.argsort(-head.leaf_log_scores(torch.from_numpy(x)).numpy(), 1)[:, :3]],
     )
     # Refinement picks a reference inside the winning leaf.
     ref_emb = np.random.default_rng(2).normal(size=(len(coords), 8)).astype(np.float32)
     refined, _ = GeoSurgeHead(head.model, part, Refiner(part, coords, ref_emb)).predict(x, top_k=1)
     win = part.assign(refined[:, 0])[:, -1]
-    top = np.argmax(head.model.leaf_log_scores(torch.from_numpy(x), head.ancestry).numpy(), 1)
+    top = np.argmax(head.leaf_log_scores(torch.from_numpy(x)).numpy(), 1)
     np.testing.assert_array_equal(win, top)
     assert any((coords == r).all(1).any() for r in refined[:, 0])
     with pytest.raises(InputError, match="expected \\(N, 8\\)"):

@@ -175,11 +175,12 @@ def test_short_synthetic_training_learns(tmp_path: Path, shared: Path) -> None:
     """A small slice of the SYNTHETIC world (real MP-16 coordinates, real location encoder)."""
     from terraloc.geo.distance import haversine_km
     from terraloc.models.geosurge import GeoSurgeHead
+    from terraloc.search.gallery import geoclip_gallery_coords
     from terraloc.train.objectives import build_geosurge_objective
-    from terraloc.train.synthetic import WorldSpec, load_mp16_coords, location_features, synthesize
+    from terraloc.train.synthetic import WorldSpec, location_features, synthesize
     from terraloc.train.trainer import TrainConfig, fit
 
-    coords = load_mp16_coords()[::37][:2500]
+    coords = geoclip_gallery_coords()[::37][:2500]
     spec = WorldSpec(n_confusable=1, confusable_radius_km=300)
     emb, info = synthesize(coords, location_features(coords), spec)
     assert info["confusable_regions"]
@@ -232,7 +233,8 @@ def test_embed_train_and_predict_with_geosurge_head(tmp_path: Path, shared: Path
     assert rec["model"]["head"] == "geosurge" and len(rec["candidates"]) == 3
     r = cli("predict", img, "--backbone", "efficientnet-lite0", "--head", "geosurge", "--checkpoint",
             tmp_path / "run" / "last.pt", "--format", "json", "--no-places")  # fmt: skip
-    assert r.code == 2 and "expects 768-d" in (r.err + r.out)
+    # the checkpoint records the tiny CLIP its shards came from: another backbone is refused by name
+    assert r.code == 2 and "last.pt" in r.err and "efficientnet-lite0" in r.err and str(tiny) in r.err
 
 
 @pytest.mark.parametrize("batch_size", [7, 64, 500, 600])

@@ -155,9 +155,9 @@ def test_refdb_build_from_exif_folder_resume_and_mismatch(tmp_path: Path, cli, t
     refdb.ENGINES["local"] = flaky
     try:
         with pytest.raises(KeyboardInterrupt):
-            refdb.build_database(folder, bb, out2, shard_size=2, progress=False)
+            refdb.build_database(folder, bb, out2, shard_size=2)
         assert not (out2 / "manifest.json").exists() and (out2 / ".work/shard-00000.npz").exists()
-        summary = refdb.build_database(folder, bb, out2, shard_size=2, progress=False)
+        summary = refdb.build_database(folder, bb, out2, shard_size=2)
     finally:
         refdb.ENGINES["local"] = real
     assert summary["resumed_shards"] == 1 and summary["n"] == 3

@@ -19,7 +19,7 @@ from terraloc.rag.candidates import (
 )
 from terraloc.rag.candidates_file import read_candidates_file
 from terraloc.rag.prompts import answer_schema, build_prompt, diversified_prompts, templates
-from terraloc.rag.select import ConsensusConfig, select, select_consensus, select_first, select_llm, select_verify
+from terraloc.rag.select import GeoConsensusConfig, select, select_consensus, select_first, select_llm, select_verify
 
 HEADER = "IMG_ID,LAT,LON,candidate_0_gps,candidate_1_gps,candidate_2_gps,reverse_0_gps,reverse_1_gps\n"
 
@@ -115,7 +115,7 @@ def test_consensus_prefers_the_cluster_over_the_first_candidate() -> None:
     assert sel.method == "consensus" and abs(sel.lat - 48.85) < 0.1
     # LLM answers carry weight: three answers in New York flip it.
     llm = from_coords([(40.71, -74.0), (40.7, -74.01), (40.72, -73.99)], "llm:test")
-    sel2 = select_consensus(cs, llm, ConsensusConfig(llm_weight=2.0))
+    sel2 = select_consensus(cs, llm, GeoConsensusConfig(llm_weight=2.0))
     assert abs(sel2.lat - 40.7) < 0.1
 
 

@@ -23,7 +23,7 @@ def local_db(shared: Path, tiny_clip: Path, tmp_path_factory: pytest.TempPathFac
     from terraloc.search.refdb import build_database
 
     db = tmp_path_factory.mktemp("refdb") / "db"
-    build_database(shared / "data/photos/osv5m/osv5m_photos.csv", load_backbone(str(tiny_clip)), db, progress=False)
+    build_database(shared / "data/photos/osv5m/osv5m_photos.csv", load_backbone(str(tiny_clip)), db)
     return db
 
 
@@ -48,14 +48,14 @@ def test_ray_engine_builds_the_same_database(
     outs = {}
     for engine in ("local", "ray"):
         outs[engine] = tmp_path / f"db-{engine}"
-        r = cli("db", "build", "--images", csv_path, "--backbone", tiny_clip, "--out", outs[engine],
+        r = cli("db", "build", "--photos", csv_path, "--backbone", tiny_clip, "--out", outs[engine],
                 "--engine", engine, "--workers", "1", "--batch-size", "8", "--shard-size", "12")  # fmt: skip
-        assert r.code == 0, r.err
+        assert r.code == 2, r.err  # a skipped photo is reported and fails the run; the rest is built
         assert "broken.jpg" in r.err
     a, b = ReferenceDatabase.load(outs["local"]), ReferenceDatabase.load(outs["ray"])
     assert len(a) == len(b) == 20
     pd.testing.assert_frame_equal(a.table, b.table)
-    ea, eb = a.index.reconstruct_n(0, len(a)), b.index.reconstruct_n(0, len(b))
+    ea, eb = np.asarray(a.embeddings), np.asarray(b.embeddings)
     np.testing.assert_allclose(ea, eb, atol=1e-5)
     assert (a.search(ea, 3)[1] == b.search(ea, 3)[1]).all()
     assert a.manifest["backbone"] == b.manifest["backbone"]
@@ -77,7 +77,7 @@ def test_predict_with_rag_reasoner(shared: Path, cli, local_db: Path, tiny_clip:
     known = {(round(a, 4), round(b, 4)) for a, b in ref.coords}
     for row in rows:
         assert row["error"] is None
-        assert row["model"]["reasoner"] == {"name": "rag", "llm": None, "neighbour_counts": [5, 10], "n_far": 5}
+        assert row["model"]["reasoner"] == {"name": "rag", "llm": None, "neighbour_counts": [5, 10, 15], "n_far": 5}
         cands = row["candidates"]
         assert 1 <= len(cands) <= 3
         probs = [c["probability"] for c in cands]
@@ -87,14 +87,33 @@ def test_predict_with_rag_reasoner(shared: Path, cli, local_db: Path, tiny_clip:
         assert cands[0]["country"]
 
     # The database behind the candidate-source interface: nearest and farthest (negated query).
-    q = ref.index.reconstruct(0)[None, :].astype(np.float32)
+    q = np.asarray(ref.embeddings[:1], dtype=np.float32)
     near = ReferenceDatabaseSource(ref).candidates(q, 3)[0]
     far = ReferenceDatabaseSource(ref, farthest=True).candidates(q, 3)[0]
     assert near[0].latlon == pytest.approx(tuple(ref.coords[0])) and near[0].score == pytest.approx(1.0, abs=1e-4)
     assert far[0].score < near[-1].score and far[0].source == "refdb-farthest"
 
     # Bad combinations are one-line errors.
-    r = cli("predict", photos[0], "--reasoner", "rag", "--backbone", tiny_clip)
-    assert r.code == 2 and "needs a reference database" in r.err
     r = cli("predict", photos[0], "--db", db, "--reasoner", "magic")
     assert r.code == 2 and "unknown reasoner" in r.err
+
+
+@pytest.mark.slow
+def test_rag_reasoner_after_the_geoclip_head_without_a_database(
+    shared: Path, cli, tiny_clip: Path, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """The reasoning stage ranks any head's candidates: GeoCLIP's gallery top-k, no database needed."""
+    coords = shared / "data/photos/osv5m/osv5m_photos.csv"
+    gallery = tmp_path / "gallery"
+    assert cli("gallery", "build", "--coords", coords, "--out", gallery).code == 0
+    photo = sorted((shared / "data/photos/osv5m").glob("*.jpg"))[0]
+    base = ("predict", photo, "--backbone", tiny_clip, "--gallery", gallery, "--top-k", "5", "--format", "jsonl")
+    plain = cli(*base, "--no-places")
+    staged = cli(*base, "--no-places", "--reasoner", "rag")
+    assert plain.code == 0 and staged.code == 0, plain.err + staged.err
+    head_cands = {(round(c["lat"], 5), round(c["lon"], 5)) for c in json.loads(plain.out)["candidates"]}
+    row = json.loads(staged.out)
+    assert row["model"]["reasoner"]["name"] == "rag"
+    # Without a database or an LLM, the reasoner can only re-rank the head's own candidates.
+    got = [(round(c["lat"], 5), round(c["lon"], 5)) for c in row["candidates"]]
+    assert got and set(got) <= head_cands

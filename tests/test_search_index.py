@@ -276,3 +276,24 @@ def test_hierarchical_parent_weight() -> None:
     np.testing.assert_array_equal(cand, [[4, 5, 0], [2, -1, -1]])
     np.testing.assert_array_equal(slot, [[0, 0, 1], [0, -1, -1]])
     assert _expand(np.array([[4, 0]]), np.array([[2, 1]]))[1] is None  # slots only when asked
+
+
+def test_unknown_index_options_are_refused_in_one_line() -> None:
+    from terraloc.search.hierarchical import HierarchicalIndex
+    from terraloc.search.index import make_index
+
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(300, 8)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    with pytest.raises(
+        InputError, match=r"unknown hierarchical index option\(s\) bream; known: beam, branching"
+    ) as exc:
+        HierarchicalIndex.build(emb, top=4, bream=3)
+    assert "\n" not in str(exc.value)
+    with pytest.raises(InputError, match=r"unknown flat index option\(s\) nprobe"):
+        make_index("flat", emb, nprobe=4)
+    with pytest.raises(InputError, match=r"unknown FAISS index 'IVF4,Flat' option\(s\) beam"):
+        make_index("IVF4,Flat", emb, beam=4)
+    # build options are accepted (and ignored) when loading a saved tree; search options apply
+    idx = make_index("hierarchical", emb, top=4, beam=2)
+    assert idx.beam == 2  # type: ignore[attr-defined]

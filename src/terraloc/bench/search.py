@@ -9,7 +9,7 @@ random subsets of it; larger ones are the 100K points followed by points sampled
 ~5 km Gaussian jitter, embedded once with the real encoder and cached as float16 under
 ``home_dir()/galleries/`` (each size reuses the embeddings of the next smaller cached size).
 
-Run ``python -m terraloc.bench.search --help`` or ``terraloc bench search --help``.
+Run ``terraloc bench search --help`` (this module is the library; the command is in ``terraloc.cli``).
 """
 
 from __future__ import annotations
@@ -113,18 +113,22 @@ def jittered_coords(base: NDArray[np.float64], size: int, *, jitter_km: float = 
     return np.concatenate(blocks)
 
 
-def bench_gallery(size: int, encoder: Any, log: Log) -> tuple[NDArray[np.float64], np.ndarray, str]:
-    """Coordinates ``(N, 2)``, embeddings ``(N, D)`` and a description of the gallery of ``size`` points."""
+def bench_gallery(
+    size: int, encoder: Any, log: Log, progress: Callable[[int, int], None] | None = None
+) -> tuple[NDArray[np.float64], np.ndarray, str]:
+    """Coordinates ``(N, 2)``, embeddings ``(N, D)`` and a description of the gallery of ``size`` points.
+
+    ``progress(done, total)`` reports the embedding of a gallery built for the first time.
+    """
     from terraloc.search.gallery import MANIFEST, Gallery, build_gallery, default_gallery, galleries_dir
 
     if size < BASE_SIZE:
         # A seeded random subset of GeoCLIP's gallery, embedded directly (tests need no 100K build).
         import torch
 
-        from terraloc.encoders.geoclip_assets import geoclip_asset
-        from terraloc.search.gallery import read_coords_file
+        from terraloc.search.gallery import geoclip_gallery_coords
 
-        all_coords = read_coords_file(geoclip_asset("gps_gallery"))
+        all_coords = geoclip_gallery_coords()
         rows = np.sort(np.random.default_rng(size).choice(len(all_coords), size, replace=False))
         emb = encoder.encode(torch.from_numpy(all_coords[rows].astype(np.float32))).numpy()
         return all_coords[rows], emb, f"random {size:,} of GeoCLIP's 100K gallery"
@@ -143,25 +147,17 @@ def bench_gallery(size: int, encoder: Any, log: Log) -> tuple[NDArray[np.float64
             prefix = Gallery.load(cand, encoder).embeddings
     coords = jittered_coords(base.coords, size)
     log(f"building the {size:,}-point gallery at {out} ({size - len(prefix):,} points to embed)")
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from terraloc.cli.app import err_console
-
-    with Progress(
-        TextColumn(f"embedding {size:,}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err_console
-    ) as bar:
-        task = bar.add_task("embed", total=size)
-        g = build_gallery(
-            coords,
-            encoder,
-            out,
-            dtype="float16",
-            prefix_embeddings=prefix,
-            reuse_existing=True,
-            overwrite=True,
-            progress=lambda d, t: bar.update(task, completed=d),
-            extra={"source": f"geoclip-100k + jitter {JITTER_KM} km", "jitter_km": JITTER_KM},
-        )
+    g = build_gallery(
+        coords,
+        encoder,
+        out,
+        dtype="float16",
+        prefix_embeddings=prefix,
+        reuse_existing=True,
+        overwrite=True,
+        progress=progress,
+        extra={"source": f"geoclip-100k + jitter {JITTER_KM} km", "jitter_km": JITTER_KM},
+    )
     return g.coords, g.embeddings, str(g.path)
 
 
@@ -194,8 +190,12 @@ def run_benchmark(
     n_queries: int | None = None,
     n_single: int = 100,
     log: Log = lambda _msg: None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Run every (size, backend, noise) combination; returns the ``runs`` list of the JSON output."""
+    """Run every (size, backend, noise) combination; returns the ``runs`` list of the JSON output.
+
+    ``progress(done, total)`` reports the embedding of galleries built for the first time.
+    """
     from terraloc.encoders import load_location_encoder
     from terraloc.evaluate.metrics import accuracy_table
     from terraloc.geo.distance import haversine_km
@@ -212,7 +212,7 @@ def run_benchmark(
     for size in sizes:
         if size < 1:
             raise InputError(f"gallery size {size} must be positive", field="--sizes")
-        coords, emb, desc = bench_gallery(size, encoder, log)
+        coords, emb, desc = bench_gallery(size, encoder, log, progress)
         log(f"gallery {size:,}: {desc}")
         for be in backends:
             opts = dict(be.options)
@@ -259,62 +259,6 @@ def run_benchmark(
     return runs
 
 
-def render_table(runs: list[dict[str, Any]]) -> Any:
-    """A Rich table of benchmark runs, with each run's accuracy change against flat search."""
-    from rich.table import Table
-
-    flat = {(r["gallery_size"], r["noise"]): r for r in runs if r["backend"] == "flat"}
-    table = Table(title="Gallery search (Im2GPS3k locations as queries, top-1)")
-    for col in ("gallery", "backend", "noise", "cmp/query", "fewer", "ms/q batched", "ms/q single", "build s", "MB"):
-        if col == "backend":  # a long option list wraps rather than losing its tail to an ellipsis
-            table.add_column(col, justify="left", overflow="fold", min_width=24)
-        else:
-            table.add_column(col, justify="right")
-    for t in ("1", "25", "200", "750", "2500"):
-        table.add_column(f"{t} km", justify="right")
-    table.add_column("worst Δ vs flat", justify="right")
-    for r in runs:
-        f = flat.get((r["gallery_size"], r["noise"]))
-        fewer = f"{f['comparisons_per_query'] / r['comparisons_per_query']:.0f}x" if f else "–"
-        delta = min(r["accuracy"][t] - f["accuracy"][t] for t in r["accuracy"]) if f else None
-        table.add_row(
-            f"{r['gallery_size']:,}",
-            _label(r),
-            f"{r['noise']:g}",
-            f"{r['comparisons_per_query']:,.0f}",
-            fewer,
-            f"{r['ms_per_query_batched']:.3f}",
-            f"{r['ms_per_query_single']:.3f}",
-            f"{r['build_s']:.1f}",
-            f"{r['memory_mb']:.0f}",
-            *[f"{r['accuracy'][t]:.1f}" for t in ("1", "25", "200", "750", "2500")],
-            "–" if delta is None else f"{delta:+.1f}",
-        )
-    return table
-
-
-def _label(run: dict[str, Any]) -> str:
-    """Backend name with its non-default options (``IVF1024,Flat@nprobe=16``, ``hierarchical@top=800``)."""
-    opts = run.get("options") or {}
-    if "params" in opts:
-        return f"{run['backend']}@{opts['params']}" if opts["params"] else run["backend"]
-    extra = ",".join(f"{k}={v}" for k, v in opts.items())
-    return f"{run['backend']}@{extra}" if extra else run["backend"]
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m terraloc.bench.search``: the same command as ``terraloc bench search``."""
-    import sys
-
-    from terraloc.cli.app import main as cli_main
-
-    return cli_main(["bench", "search", *(sys.argv[1:] if argv is None else argv)])
-
-
 def to_json(runs: list[dict[str, Any]]) -> str:
     """The ``--json`` object: ``{"runs": [...]}``."""
     return json.dumps({"runs": runs})
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

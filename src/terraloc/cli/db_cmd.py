@@ -1,4 +1,4 @@
-"""``terraloc db build|info``: reference-photo databases (FAISS + Parquet)."""
+"""``terraloc db build|info``: reference-photo databases (embeddings + search index + Parquet)."""
 
 from __future__ import annotations
 
@@ -40,18 +40,28 @@ def db_build(
             "unless RAY_ADDRESS is set)."
         ),
     ] = "local",
+    index: Annotated[
+        str,
+        typer.Option(
+            "--index",
+            help="Search index the database is searched with: flat (exact), hierarchical@OPTIONS or a FAISS "
+            "factory string with @PARAMS, e.g. 'IVF1024,Flat@nprobe=16' for a large database.",
+        ),
+    ] = "flat",
     images_old: Annotated[str | None, typer.Option("--images", hidden=True, help="Old name of --photos.")] = None,
 ) -> None:
-    """Embed geotagged photos into a FAISS index + Parquet table; photos left out are listed in OUT/skipped.csv."""
+    """Embed geotagged photos into a searchable reference database; photos left out are listed in OUT/skipped.csv."""
     from terraloc.cli.options import renamed
     from terraloc.encoders.image import load_backbone
     from terraloc.search.refdb import build_database
+    from terraloc.search.spec import parse_index_spec
 
     spec = renamed(photos, images_old, new="--photos", old="--images", required=True)
+    index_spec, index_options = parse_index_spec(index, field="--index")
     bb = load_backbone(backbone)
     summary = build_database(
         spec, bb, out, shard_size=shard_size, batch_size=batch_size, workers=workers, engine=engine,
-        id_col=id_col, lat_col=lat_col, lon_col=lon_col,
+        id_col=id_col, lat_col=lat_col, lon_col=lon_col, index=index_spec, index_options=index_options,
     )  # fmt: skip
     skipped = summary["skipped"]
     for path, reason in skipped[:20]:

@@ -180,9 +180,9 @@ def bench_describe_command(
         v /= np.linalg.norm(v, axis=1, keepdims=True)
         latlon = np.stack([np.degrees(np.arcsin(v[:, 2])), np.degrees(np.arctan2(v[:, 1], v[:, 0]))], axis=1)
     elif points == "mp16":
-        from terraloc.models.geoclip import load_geoclip_gallery_coords
+        from terraloc.search.gallery import geoclip_gallery_coords
 
-        base = load_geoclip_gallery_coords().astype(np.float64)
+        base = geoclip_gallery_coords().astype(np.float32).astype(np.float64)
         latlon = base[rng.integers(0, len(base), rows)] + rng.normal(scale=0.01, size=(rows, 2))
         latlon[:, 0] = np.clip(latlon[:, 0], -90, 90)
         latlon[:, 1] = (latlon[:, 1] + 180) % 360 - 180

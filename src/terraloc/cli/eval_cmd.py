@@ -15,11 +15,11 @@ from terraloc.errors import InputError
 
 def render_eval_table(result: object, title: str, compare: bool = False) -> Table:
     """A Rich table of one :class:`EvalResult`, optionally with the published literature."""
-    from terraloc.evaluate.metrics import THRESHOLDS_KM, EvalResult
+    from terraloc.evaluate.metrics import THRESHOLD_KEYS, EvalResult
     from terraloc.evaluate.published import published_for
 
     assert isinstance(result, EvalResult)
-    th = [str(t) for t in THRESHOLDS_KM]
+    th = list(THRESHOLD_KEYS)
     table = Table(title=title)
     table.add_column("")
     for t in th:

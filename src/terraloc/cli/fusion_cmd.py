@@ -24,35 +24,6 @@ BACKBONE_HELP = (
 )
 
 
-def make_clip(spec: str, seed: int = 0) -> Any:
-    """A CLIP vision model (or a terraloc CLIP backbone) from a spec; random ones are seeded."""
-    import torch
-    from transformers import CLIPVisionConfig, CLIPVisionModel
-
-    low = spec.lower().removeprefix("random:")
-    torch.manual_seed(seed)
-    if low == "tiny":
-        cfg = CLIPVisionConfig(
-            hidden_size=32,
-            intermediate_size=64,
-            num_attention_heads=2,
-            num_hidden_layers=2,
-            patch_size=32,
-            image_size=224,
-        )
-        return CLIPVisionModel(cfg).eval()
-    if low in ("vit-l-14-336", "vit-l/14-336", "vit-l-14"):
-        from terraloc.encoders.image.backbones import vit_l14_config
-
-        return CLIPVisionModel(vit_l14_config(224 if low == "vit-l-14" else 336)).eval()
-    from terraloc.encoders.image import load_backbone
-
-    bb = load_backbone(spec)
-    if not hasattr(bb, "vision_model"):
-        raise InputError(f"backbone {spec!r} is not a CLIP model (fusion needs CLIP vision tokens)", field="--backbone")
-    return bb
-
-
 def _parse_blocks(text: str) -> list[int]:
     try:
         vals = [int(v) for v in text.replace(" ", "").split(",") if v != ""]
@@ -61,6 +32,20 @@ def _parse_blocks(text: str) -> list[int]:
     if not vals or any(v < 0 or v > 12 for v in vals):
         raise InputError("block counts must be between 0 and 12", field="--blocks")
     return vals
+
+
+def _photo_set(progress: Any, folder: str | Path, limit: int | None, segmenter: str, minimum: int) -> Any:
+    """Photos with ground truth and their (cached) maps, with a progress task; at least ``minimum`` of them."""
+    from terraloc.models.fusion_train import load_photo_set
+
+    t = progress.add_task("segmenting (cached)", total=None)
+    data = load_photo_set(folder, limit=limit, segmenter_spec=segmenter,
+                          progress=lambda i, n: progress.update(t, completed=i, total=n))  # fmt: skip
+    if len(data.paths) < minimum:
+        raise InputError(
+            f"need at least {minimum} readable photos with ground truth, found {len(data.paths)}", path=folder
+        )
+    return data
 
 
 @fusion_app.command("train")
@@ -91,11 +76,9 @@ def train_command(
 
     from terraloc.config import shared_path
     from terraloc.encoders.segmentation import class_ids
-    from terraloc.io import atomic_write_text
-    from terraloc.models.fused_encoder import FusedImageEncoder, save_fused_checkpoint
+    from terraloc.models.fused_encoder import FusedImageEncoder, make_clip
     from terraloc.models.fusion import FusionConfig
-    from terraloc.models.fusion_train import load_photo_set, train_fused_geosurge
-    from terraloc.models.geosurge import save_checkpoint  # type: ignore[import-not-found]
+    from terraloc.models.fusion_train import save_fused_run, train_fused_geosurge
 
     if device != "cpu" and not (device.startswith("cuda") and torch.cuda.is_available()):
         raise InputError(
@@ -110,23 +93,13 @@ def train_command(
     clip = make_clip(backbone)
     enc = FusedImageEncoder(clip, FusionConfig(num_blocks=blocks, ignore_classes=ignore_ids))
     with Progress(console=err_console, transient=True) as progress:
-        t = progress.add_task("segmenting (cached)", total=None)
-        data = load_photo_set(folder, limit=limit, segmenter_spec=segmenter,
-                              progress=lambda i, n: progress.update(t, completed=i, total=n))  # fmt: skip
-        if len(data.paths) < 2:
-            raise InputError(f"need at least 2 readable photos with ground truth, found {len(data.paths)}", path=folder)
+        data = _photo_set(progress, folder, limit, segmenter, minimum=2)
         t2 = progress.add_task("training", total=None)
         model, partition, losses = train_fused_geosurge(
             enc, data, taus, tau_min, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
             on_step=lambda s, n, loss: progress.update(t2, completed=s, total=n, description=f"training {loss:.2f}"),
         )  # fmt: skip
-    out.mkdir(parents=True, exist_ok=True)
-    spec = {"backbone": backbone, "segmenter": segmenter}
-    save_fused_checkpoint(out / "fusion.pt", enc, {"run": json.dumps(spec)})
-    save_checkpoint(out / "geosurge.pt", model, partition, {"fusion": "fusion.pt"})
-    metrics = {"photos": len(data.paths), "steps": len(losses), "loss_first": losses[0], "loss_last": losses[-1],
-               "partition_sizes": partition.sizes, **spec, "fusion": enc.fusion.cfg.to_json()}  # fmt: skip
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+    save_fused_run(out, enc, model, partition, losses, len(data.paths), {"backbone": backbone, "segmenter": segmenter})
     out_console().print(
         f"trained on {len(data.paths)} photos, {len(losses)} steps, loss {losses[0]:.3f} -> {losses[-1]:.3f}; "
         f"geocells per level {partition.sizes}; wrote {out}/fusion.pt and {out}/geosurge.pt"
@@ -153,19 +126,16 @@ def ablation_command(
 
     from terraloc.config import shared_path
     from terraloc.encoders.segmentation import class_ids
-    from terraloc.models.fused_encoder import FusedImageEncoder
+    from terraloc.evaluate.metrics import THRESHOLD_KEYS
+    from terraloc.models.fused_encoder import FusedImageEncoder, make_clip
     from terraloc.models.fusion import FusionConfig
-    from terraloc.models.fusion_train import load_photo_set, run_ablation
+    from terraloc.models.fusion_train import run_ablation
 
     counts = _parse_blocks(blocks)
     folder = photos if photos else shared_path("data", "photos", "im2gps3k_dev")
     ignore_ids = tuple(class_ids([s for s in ignore.split(",") if s.strip()]))
     with Progress(console=err_console, transient=True) as progress:
-        t = progress.add_task("segmenting (cached)", total=None)
-        data = load_photo_set(folder, limit=limit, segmenter_spec=segmenter,
-                              progress=lambda i, n: progress.update(t, completed=i, total=n))  # fmt: skip
-        if len(data.paths) < 5:
-            raise InputError(f"need at least 5 readable photos with ground truth, found {len(data.paths)}", path=folder)
+        data = _photo_set(progress, folder, limit, segmenter, minimum=5)
         t2 = progress.add_task("training", total=None)
 
         def make(nb: int) -> FusedImageEncoder:
@@ -178,7 +148,7 @@ def ablation_command(
     if as_json:
         typer.echo(json.dumps({"backbone": backbone, "photos": str(folder), "results": results}))
         return
-    th = ["1", "25", "200", "750", "2500"]
+    th = THRESHOLD_KEYS
     table = Table(
         title=f"fusion ablation ({backbone}, {results[0]['train_images']} train / {results[0]['test_images']} test)"
     )
@@ -214,97 +184,15 @@ def bench_fusion_command(
 ) -> None:
     """Time and memory of a fused training step (backbone in the loop, last block trainable) and the
     extra inference cost of fusion per image relative to the backbone alone."""
-    import os
-    import time
-
-    import numpy as np
-    import torch
     from rich.table import Table
 
-    from terraloc.models.fused_encoder import FusedImageEncoder
-    from terraloc.models.fusion import FusionConfig
-    from terraloc.models.fusion_train import GeocellClassifier, load_cell_centres, make_optimizer, train_step
+    from terraloc.bench.fusion import bench_fusion
 
-    specs = backbone or ["tiny", "vit-l-14-336"]
-    centres = load_cell_centres(cells)
-    rows: list[dict[str, Any]] = []
-    for spec in specs:
-        err_console.print(f"benchmarking {spec} ...", markup=False)
-        enc = FusedImageEncoder(make_clip(spec), FusionConfig(num_blocks=blocks))
-        head = GeocellClassifier(centres, enc.fusion.cfg.out_dim)
-        opt = make_optimizer(enc, head)
-        S = enc.crop
-        g = torch.Generator().manual_seed(0)
-        px = torch.randn(batch_size, 3, S, S, generator=g)
-        seg = torch.randint(0, 151, (batch_size, S, S), generator=g)
-        labels = torch.randint(0, len(centres), (batch_size,), generator=g)
-        train_step(enc, head, opt, px, seg, labels)  # warm-up (allocations, optimizer state)
-        stats = [train_step(enc, head, opt, px, seg, labels) for _ in range(steps)]
-        info = enc.describe()
-        trainable = (
-            info["backbone_trainable"]
-            + sum(p.numel() for p in enc.fusion.parameters())
-            + sum(p.numel() for p in head.parameters())
-        )
-        # Inference, one image: backbone alone (tokens + post-LN + projection-sized matmul) vs + fusion.
-        enc.eval()
-        vis = enc.backbone.vision
-        proj = torch.nn.Linear(enc.backbone.width, 768, bias=False)
-        x1, s1 = px[:1], seg[:1]
-        t_bb, t_fu = [], []
-        with torch.no_grad():
-            tokens = vis(pixel_values=x1).last_hidden_state
-            enc.fusion(s1, tokens)
-            for _ in range(reps):
-                t0 = time.perf_counter()
-                out = vis(pixel_values=x1)
-                proj(out.pooler_output)
-                t1 = time.perf_counter()
-                enc.fusion(s1, out.last_hidden_state)
-                t2 = time.perf_counter()
-                t_bb.append(t1 - t0)
-                t_fu.append(t2 - t1)
-        rows.append(
-            {
-                "backbone": spec,
-                "image_size": S,
-                "clip_tokens": int(tokens.shape[1]),
-                "clip_width": enc.backbone.width,
-                "fusion_blocks": blocks,
-                "batch_size": batch_size,
-                "train_step_s": round(float(np.median([s.seconds for s in stats])), 3),
-                "train_step_peak_rss_delta_mib": round(max(s.peak_rss_delta_mib for s in stats), 1),
-                "process_peak_rss_mib": round(max(s.peak_rss_mib for s in stats), 1),
-                "trainable_params": int(trainable),
-                "backbone_params": int(info["backbone_params"]),
-                "fusion_params": int(info["fusion_params"]),
-                "infer_backbone_ms": round(1000 * float(np.median(t_bb)), 2),
-                "infer_fusion_ms": round(1000 * float(np.median(t_fu)), 2),
-                "fusion_overhead_pct": round(100 * float(np.median(t_fu)) / float(np.median(t_bb)), 1),
-            }
-        )
-        del enc, head, opt
-    seg_ms = None
-    if segment:
-        from terraloc.config import shared_path
-        from terraloc.encoders.segmentation import load_image, load_segmenter
-
-        seg_model = load_segmenter("tflite")
-        folder = shared_path("data", "photos", "im2gps3k_dev")
-        img = load_image(sorted(folder.glob("*.jpg"))[0])
-        seg_model.segment(img)
-        ts = []
-        for _ in range(max(1, reps)):
-            t0 = time.perf_counter()
-            seg_model.segment(img)
-            ts.append(time.perf_counter() - t0)
-        seg_ms = round(1000 * float(np.median(ts)), 1)
-    result = {
-        "threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "tflite_segment_ms": seg_ms,
-        "rows": rows,
-    }
+    result = bench_fusion(
+        backbone or ["tiny", "vit-l-14-336"], blocks=blocks, batch_size=batch_size, steps=steps, reps=reps,
+        cells=cells, segment=segment, log=lambda m: err_console.print(m, markup=False),
+    )  # fmt: skip
+    rows, seg_ms = result["rows"], result["tflite_segment_ms"]
     if as_json:
         typer.echo(json.dumps(result))
         return

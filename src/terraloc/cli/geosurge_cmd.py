@@ -52,9 +52,9 @@ def geocells_command(
     from terraloc.geo.s2partition import GEOSURGE_TAU_MAX, GEOSURGE_TAU_MIN, S2Partition, scale_taus
 
     if coords is None:
-        from terraloc.train.synthetic import load_mp16_coords
+        from terraloc.search.gallery import geoclip_gallery_coords
 
-        ll = load_mp16_coords()
+        ll = geoclip_gallery_coords()
         src = "geoclip gps_gallery (100K MP-16)"
     else:
         ll = _read_coords(coords, lat_col, lon_col)
@@ -67,6 +67,8 @@ def geocells_command(
     summary = part.summary()
     result: dict = {"source": src, "n": len(ll), "tau_max": list(tmax), "tau_min": tmin, "levels": summary}
     if compare_mp16:
+        from terraloc.geo.s2partition import compare_with_mp16
+
         result["mp16_comparison"] = compare_with_mp16(ll)
     if out is not None:
         part.save(out)
@@ -106,36 +108,6 @@ def geocells_command(
         out_console().print(t2)
     if out is not None:
         out_console().print(f"partition written to {out}")
-
-
-def compare_with_mp16(ll):  # type: ignore[no-untyped-def]
-    """Per published MP-16 partition: cell counts/sizes vs ours on ``ll`` with scaled taus."""
-    import numpy as np
-    import pandas as pd
-
-    from terraloc.config import shared_path
-    from terraloc.geo.s2partition import MP16_SIZE, S2Partition, scale_taus
-
-    rows = []
-    for t in (5000, 2000, 1000):
-        df = pd.read_csv(shared_path("data", "geocells", f"cells_50_{t}.csv"), skiprows=2)
-        (ts,), tmin = scale_taus(len(ll), (t,), 50)
-        p = S2Partition.build(ll, (ts,), tmin)
-        ours = set(p.tokens(0))
-        factor = MP16_SIZE / len(ll)
-        rows.append(
-            {
-                "tau_max_mp16": t,
-                "mp16_cells": len(df),
-                "tau_max_scaled": ts,
-                "tau_min_scaled": tmin,
-                "cells": p.sizes[0],
-                "mp16_median": float(df["imgs_per_cell"].median()),
-                "median_scaled_up": float(np.median(p.counts[0]) * factor),
-                "shared_tokens": len(ours & set(df["hex_id"].astype(str))),
-            }
-        )
-    return rows
 
 
 @app.command("train")
@@ -191,57 +163,21 @@ def train_command(
     ] = "adamw",
 ) -> None:
     """Train a GeoSURGE or GeoCLIP head on embedding shards (torchrun-aware)."""
-    import torch
-
     from terraloc.train import distributed
+    from terraloc.train.objectives import build_objective
     from terraloc.train.shards import ShardSet
-    from terraloc.train.trainer import TrainConfig, fit
+    from terraloc.train.trainer import TrainConfig, fit, report_progress
 
     info = distributed.init()
     try:
         tr = ShardSet(train)
         va = ShardSet(val) if val is not None else None
-        torch.manual_seed(seed)
-        if objective == "geosurge":
-            from terraloc.geo.s2partition import GEOSURGE_TAU_MAX, GEOSURGE_TAU_MIN, S2Partition, scale_taus
-            from terraloc.train.objectives import build_geosurge_objective
-
-            if partition is not None:
-                part = S2Partition.load(partition)
-            else:
-                coords = tr.coords()
-                tmax = _parse_taus(tau_max)
-                # Default: the paper's MP-16 thresholds scaled to this many photos (levels that
-                # coincide on small data are merged); --tau-max/--tau-min given are used as given.
-                scaled_max, scaled_min = scale_taus(len(coords), GEOSURGE_TAU_MAX, GEOSURGE_TAU_MIN)
-                tmin = scaled_min if tau_min is None else tau_min
-                if tmax is None:
-                    tmax = scaled_max
-                    if info.is_main:
-                        err_console.print(
-                            f"geocells: MP-16 thresholds scaled to {len(coords):,} photos: tau_max {list(tmax)}, "
-                            f"tau_min {tmin} (set --tau-max/--tau-min to choose)",
-                            markup=False,
-                        )
-                part = S2Partition.build(coords, tmax, tmin, source=str(train))
-            if levels:
-                if not 1 <= levels <= part.n_levels:
-                    raise InputError(f"must be in 1..{part.n_levels}", field="--levels")
-                part = part.select_levels(range(part.n_levels - levels, part.n_levels))
-            torch.manual_seed(seed)
-            obj = build_geosurge_objective(part, tr.dim, mode=loss, proj_hidden=proj_hidden)
-        elif objective == "geoclip":
-            from terraloc.train.objectives import GeoClipModel, GeoClipObjective
-
-            obj = GeoClipObjective(GeoClipModel(tr.dim, pretrained=pretrained), queue_size, freeze_location)  # type: ignore[assignment]
-            if va is not None:
-                obj.set_gallery(tr.coords())  # type: ignore[attr-defined,operator]
-        elif objective == "g3":
-            from terraloc.train.g3 import build_g3_objective
-
-            obj = build_g3_objective(tr, va)  # type: ignore[assignment]
-        else:
-            raise InputError(f"unknown objective '{objective}' (geosurge, geoclip or g3)", field="OBJECTIVE")
+        obj = build_objective(
+            objective, tr, val=va, seed=seed, partition=partition, tau_max=_parse_taus(tau_max), tau_min=tau_min,
+            levels=levels, loss=loss, proj_hidden=proj_hidden, queue_size=queue_size, pretrained=pretrained,
+            freeze_location=freeze_location,
+            log=(lambda m: err_console.print(m, markup=False)) if info.is_main else None,
+        )  # fmt: skip
         cfg = TrainConfig(
             out_dir=out,
             epochs=epochs,
@@ -261,7 +197,7 @@ def train_command(
             dtype=dtype,
             optimizer=optimizer,
         )
-        res = fit(obj, tr, va, cfg, info)
+        res = fit(obj, tr, va, cfg, info, progress=report_progress)
         if info.is_main:
             err_console.print(
                 f"{res.epochs_run} epoch(s), {res.steps} steps, best val loss {res.best_val_loss:.4f} "
@@ -293,13 +229,17 @@ def embed_command(
     id_col: Annotated[str | None, typer.Option(help="Manifest id column (default: the path column).")] = None,
     lat_col: Annotated[str | None, typer.Option(help="Manifest latitude column (default: detected).")] = None,
     lon_col: Annotated[str | None, typer.Option(help="Manifest longitude column (default: detected).")] = None,
+    engine: Annotated[str, typer.Option("--engine", help="Embedding engine: local or ray (Ray Data).")] = "local",
 ) -> None:
-    """Embed geotagged photos with a backbone and write training shards (bad images are skipped)."""
-    from terraloc.train.embed import embed_photos
+    """Embed geotagged photos with a backbone and write training shards (bad images are skipped).
 
-    n, errors = embed_photos(
+    The shard manifest records the backbone; checkpoints trained on the shards refuse any other.
+    """
+    from terraloc.train.embed import embed_to_shards
+
+    n, errors = embed_to_shards(
         photos, out, backbone, batch_size=batch_size, shard_rows=shard_rows, id_col=id_col, workers=workers,
-        lat_col=lat_col, lon_col=lon_col,
+        lat_col=lat_col, lon_col=lon_col, engine=engine,
     )  # fmt: skip
     for e in errors:
         err_console.print(f"skipped: {e}", markup=False)
@@ -320,18 +260,22 @@ def bench_geosurge(
     ] = "mp16",
 ) -> None:
     """Hierarchy-depth ablation (1/3/5/7 levels) and GeoSURGE vs GeoCLIP-style head on the SYNTHETIC world."""
+    from terraloc.evaluate.thresholds import THRESHOLD_KEYS
+    from terraloc.progress import callback
     from terraloc.train.ablation import run_bench
+    from terraloc.train.trainer import report_progress
 
     res = run_bench(
         quick=quick,
-        progress=not as_json,
+        progress=report_progress,
         log=None if as_json else (lambda m: err_console.print(m, markup=False)),
         geometry=geometry,
+        build_progress=callback("location features of the synthetic world (first use only)"),
     )
     if as_json:
         typer.echo(json.dumps(res))
         return
-    th = ["1", "25", "200", "750", "2500"]
+    th = THRESHOLD_KEYS
     t = Table(
         title="SYNTHETIC world (real MP-16 coordinates, synthetic embeddings): % within km, test split; "
         f"geometry {res['geometry']} ({', '.join(str(x) for x in res['partition_sizes'])} cells)"
@@ -381,7 +325,9 @@ def bench_geosurge_train(
     if threads:
         torch.set_num_threads(threads)
     root = home_dir() / "synthetic"
-    world = build_world(root, WorldSpec(), progress=not as_json)
+    from terraloc.progress import callback
+
+    world = build_world(root, WorldSpec(), progress=callback("location features of the synthetic world (first use)"))
     say = None if as_json else (lambda m: err_console.print(m, markup=False))
     res = run_throughput(world.train, root / "bench-runs" / "throughput", steps=steps, log=say)
     if as_json:

@@ -36,7 +36,10 @@ def rag_eval(
         typer.Option("--llm", help="LLM backend: local[:NAME|:PATH.gguf] or http(s)://HOST/v1#MODEL; repeatable."),
     ] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="Use only the first N good rows.")] = None,
-    neighbours: Annotated[str, typer.Option(help="G3 neighbour counts, comma-separated.")] = "5,10,15",
+    neighbours: Annotated[
+        str | None,
+        typer.Option(help="G3 neighbour counts, comma-separated; default 5,10,15 (0 = zero-shot, multimodal only)."),
+    ] = None,
     samples: Annotated[int, typer.Option(help="Samples per prompt (seeds 0..n-1).")] = 1,
     n_far: Annotated[int, typer.Option("--farthest", help="Farthest references shown in each prompt.")] = 5,
     temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.0,
@@ -53,17 +56,19 @@ def rag_eval(
     """Score first-candidate, consensus and LLM reasoning on a candidates file (terraloc eval metrics)."""
     from rich.progress import Progress
 
+    from terraloc.evaluate.thresholds import THRESHOLD_KEYS
     from terraloc.io import atomic_write_text
     from terraloc.rag.candidates_file import read_candidates_file
     from terraloc.rag.evaluation import evaluate_run, llm_failure_counts, run_rag_eval, selection_rows
+    from terraloc.rag.prompts import DEFAULT_NEIGHBOUR_COUNTS
     from terraloc.rag.reasoner import ReasonerConfig, default_cache, parse_llm_spec
-    from terraloc.rag.select import ConsensusConfig
+    from terraloc.rag.select import GeoConsensusConfig
 
     if limit is not None and limit < 1:
         raise InputError("must be at least 1", field="--limit")
     if samples < 1:
         raise InputError("must be at least 1", field="--samples")
-    counts = _int_list(neighbours, "--neighbours")
+    counts = _int_list(neighbours, "--neighbours") if neighbours is not None else DEFAULT_NEIGHBOUR_COUNTS
     cf = read_candidates_file(candidates, limit=limit)
     for problem in cf.problems:
         err_console.print(f"warning: skipped {problem}", markup=False)
@@ -83,7 +88,7 @@ def rag_eval(
         max_tokens=max_tokens,
         schema=schema,
     )
-    ccfg = ConsensusConfig(llm_weight=llm_weight)
+    ccfg = GeoConsensusConfig(llm_weight=llm_weight)
     if backends:
         with Progress(console=err_console, transient=True, disable=not err_console.is_terminal) as bar:
             task = bar.add_task("LLM reasoning", total=len(cf.sets) * len(backends))
@@ -116,7 +121,7 @@ def rag_eval(
         return
     table = Table(title=f"terraloc rag eval on {candidates.name} (n = {len(cf.sets)}, default = {run.default_method})")
     table.add_column("method")
-    for t in ("1", "25", "200", "750", "2500"):
+    for t in THRESHOLD_KEYS:
         table.add_column(f"{t} km", justify="right")
     table.add_column("median km", justify="right")
     table.add_column("GeoScore", justify="right")
@@ -126,7 +131,7 @@ def rag_eval(
         med = "–" if m["median_km"] is None else f"{m['median_km']:.1f}"
         table.add_row(
             name,
-            *[f"{acc[t]:.1f}" for t in ("1", "25", "200", "750", "2500")],
+            *[f"{acc[t]:.1f}" for t in THRESHOLD_KEYS],
             med,
             f"{m['geoscore']:.1f}",
             f"{result['seconds_per_image'][name]:.4g}",

@@ -4,12 +4,13 @@ Depends on :mod:`terraloc.geo` only.
 """
 
 from terraloc.evaluate.benchmarks import BENCHMARKS, GroundTruth, load_benchmark, load_ground_truth_csv
-from terraloc.evaluate.metrics import THRESHOLDS_KM, EvalResult, evaluate
+from terraloc.evaluate.metrics import THRESHOLD_KEYS, THRESHOLDS_KM, EvalResult, evaluate
 from terraloc.evaluate.predictions import Predictions, load_predictions
 
 __all__ = [
     "BENCHMARKS",
     "THRESHOLDS_KM",
+    "THRESHOLD_KEYS",
     "EvalResult",
     "GroundTruth",
     "Predictions",

@@ -18,9 +18,9 @@ from numpy.typing import NDArray
 from terraloc.evaluate.benchmarks import GroundTruth
 from terraloc.evaluate.ids import image_key
 from terraloc.evaluate.predictions import Predictions
+from terraloc.evaluate.thresholds import THRESHOLD_KEYS, THRESHOLDS_KM
 from terraloc.geo.distance import haversine_km
 
-THRESHOLDS_KM: tuple[int, ...] = (1, 25, 200, 750, 2500)
 GEOSCORE_SCALE_KM = 1492.7
 
 
@@ -75,8 +75,8 @@ def accuracy_table(distances_km: NDArray[np.float64]) -> dict[str, float]:
     """Percent of entries ``<=`` each threshold (``inf`` counts as wrong)."""
     d = np.asarray(distances_km, dtype=np.float64)
     if d.size == 0:
-        return {str(t): 0.0 for t in THRESHOLDS_KM}
-    return {str(t): float(100.0 * np.mean(d <= t)) for t in THRESHOLDS_KM}
+        return dict.fromkeys(THRESHOLD_KEYS, 0.0)
+    return {key: float(100.0 * np.mean(d <= t)) for key, t in zip(THRESHOLD_KEYS, THRESHOLDS_KM, strict=True)}
 
 
 def bootstrap_ci(

@@ -25,11 +25,13 @@ from numpy.typing import NDArray
 
 from terraloc.errors import InputError, MissingResourceError
 from terraloc.evaluate.ids import check_unique_ids
+from terraloc.evaluate.thresholds import THRESHOLD_KEYS
 from terraloc.geo.coords import validate_latlon
 from terraloc.table import parse_float_column, read_csv, require_columns
 
 GEOESTIMATION_COLUMNS = ["img_id", "gt_lat", "predicted_lat", "gt_long", "predicted_long"]
-_PUBLISHED_THRESHOLDS = {"street": "1", "city": "25", "region": "200", "country": "750", "continent": "2500"}
+# GeoEstimation's summary names for the thresholds, coarse order as THRESHOLDS_KM
+_PUBLISHED_THRESHOLDS = dict(zip(("street", "city", "region", "country", "continent"), THRESHOLD_KEYS, strict=True))
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from terraloc.evaluate.metrics import THRESHOLDS_KM, EvalResult
+from terraloc.evaluate.metrics import THRESHOLD_KEYS, THRESHOLDS_KM, EvalResult
 from terraloc.evaluate.published import published_for
 from terraloc.io import atomic_write_bytes, atomic_write_text
 
@@ -98,7 +98,7 @@ def plot_error_map(result: EvalResult, path: Path) -> None:
 
 def markdown_report(result: EvalResult, predictions: str) -> str:
     """A Markdown summary: the run, the published figures in the file, and the literature."""
-    th = [str(t) for t in THRESHOLDS_KM]
+    th = list(THRESHOLD_KEYS)
     head = "| | " + " | ".join(f"{t} km" for t in th) + " |\n|---|" + "---|" * len(th) + "\n"
     lines = [
         f"# terraloc evaluation: {result.benchmark}",

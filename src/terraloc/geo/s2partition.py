@@ -270,3 +270,41 @@ class S2Partition:
                 )
         except (OSError, ValueError, KeyError) as exc:
             raise InputError(f"not a terraloc partition file ({exc})", path=path) from None
+
+
+#: GeoEstimation's published MP-16 partitions (``shared/data/geocells/cells_50_<tau_max>.csv``)
+MP16_PARTITIONS: tuple[int, ...] = (5000, 2000, 1000)
+
+
+def compare_with_mp16(coords: NDArray[np.float64]) -> list[dict[str, Any]]:
+    """Per published MP-16 partition (tau_min 50; tau_max 5000, 2000, 1000): its cells vs ours on ``coords``.
+
+    Our partition is built from ``coords`` (``(N, 2)`` degrees) with the taus scaled to ``N``
+    (:func:`scale_taus`). Returns one dict per partition: ``tau_max_mp16``, ``mp16_cells``,
+    ``tau_max_scaled``, ``tau_min_scaled``, ``cells`` (ours), ``mp16_median`` (images per cell),
+    ``median_scaled_up`` (ours, times ``MP16_SIZE / N``) and ``shared_tokens`` (S2 tokens in both).
+    """
+    import pandas as pd
+
+    from terraloc.config import shared_path
+
+    rows = []
+    for t in MP16_PARTITIONS:
+        df = pd.read_csv(shared_path("data", "geocells", f"cells_50_{t}.csv"), skiprows=2)
+        (ts,), tmin = scale_taus(len(coords), (t,), 50)
+        p = S2Partition.build(coords, (ts,), tmin)
+        ours = set(p.tokens(0))
+        factor = MP16_SIZE / len(coords)
+        rows.append(
+            {
+                "tau_max_mp16": t,
+                "mp16_cells": len(df),
+                "tau_max_scaled": ts,
+                "tau_min_scaled": tmin,
+                "cells": p.sizes[0],
+                "mp16_median": float(df["imgs_per_cell"].median()),
+                "median_scaled_up": float(np.median(p.counts[0]) * factor),
+                "shared_tokens": len(ours & set(df["hex_id"].astype(str))),
+            }
+        )
+    return rows

@@ -227,3 +227,41 @@ def load_fused_checkpoint(path: str | Path, clip: nn.Module) -> tuple[FusedImage
     if missing.unexpected_keys:
         raise InputError(f"unexpected backbone weights {missing.unexpected_keys[:3]}", path=path)
     return enc.eval(), payload
+
+
+def make_clip(spec: str, seed: int = 0) -> Any:
+    r"""A CLIP vision model for fusion from a spec; random ones are seeded with ``seed``.
+
+    ``tiny`` / ``vit-l-14`` / ``vit-l-14-336`` (optionally ``random:``-prefixed) are Hugging Face
+    ``CLIPVisionModel``\ s with random weights; anything else goes to
+    :func:`terraloc.encoders.image.load_backbone` and must be a CLIP backbone.
+
+    Raises:
+        InputError: the backbone is not a CLIP model.
+    """
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    from terraloc.errors import InputError
+
+    low = spec.lower().removeprefix("random:")
+    torch.manual_seed(seed)
+    if low == "tiny":
+        cfg = CLIPVisionConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_attention_heads=2,
+            num_hidden_layers=2,
+            patch_size=32,
+            image_size=224,
+        )
+        return CLIPVisionModel(cfg).eval()
+    if low in ("vit-l-14-336", "vit-l/14-336", "vit-l-14"):
+        from terraloc.encoders.image.backbones import vit_l14_config
+
+        return CLIPVisionModel(vit_l14_config(224 if low == "vit-l-14" else 336)).eval()
+    from terraloc.encoders.image import load_backbone
+
+    bb = load_backbone(spec)
+    if not hasattr(bb, "vision_model"):
+        raise InputError(f"backbone {spec!r} is not a CLIP model (fusion needs CLIP vision tokens)", field="--backbone")
+    return bb

@@ -323,3 +323,40 @@ def train_fused_geosurge(
     encoder.cpu().eval()
     model.cpu().eval()
     return model, partition, losses
+
+
+def save_fused_run(
+    out: Path,
+    encoder: FusedImageEncoder,
+    model: Any,
+    partition: Any,
+    losses: Sequence[float],
+    n_photos: int,
+    spec: dict[str, Any],
+) -> dict[str, Any]:
+    """Write a fused training run: ``fusion.pt``, ``geosurge.pt`` and ``metrics.json`` under ``out``.
+
+    Both checkpoints record the backbone (``{"id", "hash", "dim"}``) whose tokens were fused, so
+    prediction refuses another one. Returns the metrics written.
+    """
+    import json
+
+    from terraloc.io import atomic_write_text
+    from terraloc.models.fused_encoder import save_fused_checkpoint
+    from terraloc.models.geosurge import save_checkpoint
+
+    out.mkdir(parents=True, exist_ok=True)
+    backbone = {**encoder.backbone_info, "dim": None}
+    save_fused_checkpoint(out / "fusion.pt", encoder, {"run": json.dumps(spec)})
+    save_checkpoint(out / "geosurge.pt", model, partition, {"fusion": "fusion.pt", "backbone": json.dumps(backbone)})
+    metrics = {
+        "photos": n_photos,
+        "steps": len(losses),
+        "loss_first": losses[0],
+        "loss_last": losses[-1],
+        "partition_sizes": partition.sizes,
+        **spec,
+        "fusion": encoder.fusion.cfg.to_json(),
+    }
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+    return metrics

@@ -163,9 +163,11 @@ class G3Head:
     def from_config(cls, config: Any, backbone: Any) -> G3Head:
         if not getattr(config, "checkpoint", None):
             raise InputError("the g3 head needs a trained checkpoint (--checkpoint FILE)", field="checkpoint")
-        from terraloc.models.geoclip import load_geoclip_gallery_coords
+        from terraloc.search.gallery import geoclip_gallery_coords
 
-        return cls(load_g3_model(config.checkpoint), load_geoclip_gallery_coords().astype(np.float64))
+        # float32 values, as GeoCLIP's own gallery tensor holds them
+        coords = geoclip_gallery_coords().astype(np.float32).astype(np.float64)
+        return cls(load_g3_model(config.checkpoint), coords)
 
     def transform(self, preprocess: Any) -> Any:
         return preprocess

@@ -11,6 +11,7 @@ reference ``GeoCLIP.predict`` (float32 throughout, same operation order).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,81 @@ from terraloc.models.head import BaseHead, Candidates, register_head
 if TYPE_CHECKING:
     from terraloc.search.gallery import Gallery
 
+#: ``format`` of the checkpoints ``terraloc train geoclip`` writes (``best.pt`` / ``last.pt``).
+CHECKPOINT_FORMAT = "terraloc-geoclip-train-v1"
+
+
+def geoclip_image_mlp(in_dim: int = 768) -> nn.Sequential:
+    """GeoCLIP's image MLP ``in_dim → 768 → ReLU → 512``, the one definition used for training and prediction.
+
+    Its state-dict keys (``0.weight``, ``0.bias``, ``2.weight``, ``2.bias``) are those of the
+    pretrained ``image_encoder_mlp_weights.pth`` in the ``geoclip`` wheel.
+    """
+    return nn.Sequential(nn.Linear(in_dim, 768), nn.ReLU(), nn.Linear(768, 512))
+
+
+def load_pretrained_image_mlp(mlp: nn.Module) -> str:
+    """Load GeoCLIP's published image-MLP weights into ``mlp`` (768-d input); returns their file hash."""
+    from terraloc.encoders.geoclip_assets import file_sha256, geoclip_asset
+
+    path = geoclip_asset("image_mlp")
+    mlp.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return file_sha256(path)
+
+
+def pretrained_logit_scale() -> Tensor:
+    """GeoCLIP's published logit scale (a scalar; ``exp`` of it multiplies the cosines)."""
+    from terraloc.encoders.geoclip_assets import geoclip_asset
+
+    scale = torch.load(geoclip_asset("logit_scale"), map_location="cpu", weights_only=True)
+    return torch.as_tensor(scale, dtype=torch.float32).reshape([])
+
+
+class GeoClipModel(nn.Module):
+    """GeoCLIP's trainable parts: image MLP (:func:`geoclip_image_mlp`), location encoder, logit scale.
+
+    State-dict keys: ``mlp.*`` (as :class:`GeoCLIPHead`'s), ``location.*``, ``logit_scale``.
+
+    Args:
+        input_dim: backbone embedding width ``D_in``.
+        pretrained: start from GeoCLIP's published weights (needs ``input_dim == 768``).
+    """
+
+    def __init__(self, input_dim: int = 768, pretrained: bool = False) -> None:
+        super().__init__()
+        from terraloc.encoders.location import LocationEncoder
+
+        self.input_dim = input_dim
+        self.mlp = geoclip_image_mlp(input_dim)
+        self.location = LocationEncoder()
+        self.logit_scale = nn.Parameter(torch.tensor(float(np.log(1 / 0.07))))
+        if pretrained:
+            self.load_pretrained()
+
+    def load_pretrained(self) -> None:
+        """Initialise from GeoCLIP's published weights (image MLP needs ``input_dim == 768``)."""
+        from terraloc.encoders.location import load_location_encoder
+
+        if self.input_dim != 768:
+            raise InputError(f"GeoCLIP's pretrained image MLP takes 768-d inputs, shards have {self.input_dim}")
+        load_pretrained_image_mlp(self.mlp)
+        self.location.load_state_dict(load_location_encoder("geoclip").state_dict())
+        with torch.no_grad():
+            self.logit_scale.copy_(pretrained_logit_scale())
+
+    def image_features(self, x: Tensor) -> Tensor:
+        """``(N, D_in)`` → ``(N, 512)`` L2-normalised image features."""
+        return nn.functional.normalize(self.mlp(x), dim=-1)
+
+    def gps_features(self, latlon: Tensor) -> Tensor:
+        """``(N, 2)`` degrees → ``(N, 512)`` L2-normalised location features."""
+        return nn.functional.normalize(self.location(latlon), dim=-1)
+
+
+def upgrade_state_dict(state: dict[str, Any]) -> dict[str, Any]:
+    """Rename the ``image_mlp.*`` keys of checkpoints written before :class:`GeoClipModel` used ``mlp.*``."""
+    return {("mlp." + k[len("image_mlp.") :] if k.startswith("image_mlp.") else k): v for k, v in state.items()}
+
 
 @dataclass(frozen=True)
 class TopK:
@@ -41,16 +117,6 @@ class TopK:
     coords: NDArray[np.float64]
     scores: NDArray[np.float64]
     indices: NDArray[np.int64]
-
-
-def load_geoclip_gallery_coords() -> NDArray[np.float32]:
-    """GeoCLIP's 100K GPS gallery as ``(100000, 2)`` float32 ``(lat, lon)`` degrees."""
-    import pandas as pd
-
-    from terraloc.encoders.geoclip_assets import geoclip_asset
-
-    df = pd.read_csv(geoclip_asset("gps_gallery"))
-    return df[["LAT", "LON"]].to_numpy(dtype=np.float32)
 
 
 def geoclip_gallery_embeddings(encoder: Any = None) -> tuple[NDArray[np.float32], NDArray[np.float32], dict]:
@@ -84,11 +150,16 @@ class GeoCLIPHead(nn.Module):
 
     def __init__(self, coords: NDArray[np.float32], gallery: NDArray[np.float32], in_dim: int = 768) -> None:
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(in_dim, 768), nn.ReLU(), nn.Linear(768, 512))
+        self.mlp = geoclip_image_mlp(in_dim)
         self.logit_scale = nn.Parameter(torch.ones([]) * float(np.log(1 / 0.07)), requires_grad=False)
         self.register_buffer("coords", torch.from_numpy(np.ascontiguousarray(coords, dtype=np.float32)))
         self.register_buffer("gallery", torch.from_numpy(np.ascontiguousarray(gallery, dtype=np.float32)))
         self.weights_hash = ""
+        #: the trained checkpoint this head was loaded from (``None``: GeoCLIP's published weights)
+        self.checkpoint: Path | None = None
+        #: ``{"id", "hash", "dim"}`` of the backbone the checkpoint was trained on (``None``: GeoCLIP's
+        #: published head, which takes any CLIP ViT-L/14-family backbone, or an unrecorded checkpoint)
+        self.required_backbone: dict[str, Any] | None = None
 
     @classmethod
     def pretrained(
@@ -100,16 +171,51 @@ class GeoCLIPHead(nn.Module):
             coords, gallery: ``(G, 2)`` degrees and ``(G, 512)`` normalised embeddings; default
                 GeoCLIP's 100K gallery. ``(0, 2)`` / ``(0, 512)`` for a head that searches an index.
         """
-        from terraloc.encoders.geoclip_assets import file_sha256, geoclip_asset
-
         if coords is None or gallery is None:
             coords, gallery, _ = geoclip_gallery_embeddings()
         head = cls(coords, gallery)
-        mlp_path, scale_path = geoclip_asset("image_mlp"), geoclip_asset("logit_scale")
-        head.mlp.load_state_dict(torch.load(mlp_path, map_location="cpu", weights_only=True))
-        scale = torch.load(scale_path, map_location="cpu", weights_only=True)
-        head.logit_scale = nn.Parameter(torch.as_tensor(scale, dtype=torch.float32).reshape([]), requires_grad=False)
-        head.weights_hash = file_sha256(mlp_path)
+        head.weights_hash = load_pretrained_image_mlp(head.mlp)
+        head.logit_scale = nn.Parameter(pretrained_logit_scale(), requires_grad=False)
+        return head.eval()
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        coords: NDArray[np.float32] | None = None,
+        gallery: NDArray[np.float32] | None = None,
+        *,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> GeoCLIPHead:
+        """The head trained by ``terraloc train geoclip`` (``best.pt`` / ``last.pt``) over a gallery.
+
+        Args:
+            path: the training checkpoint.
+            coords, gallery: ``(G, 2)`` degrees and ``(G, 512)`` normalised embeddings made with the
+                checkpoint's location encoder (:func:`trained_location_encoder`); default GeoCLIP's
+                100K gallery embedded with it: when it equals GeoCLIP's published encoder
+                (``--pretrained --freeze-location``) the cached default gallery is reused, otherwise
+                it is embedded once (about a minute on two cores; ``progress(done, total)``) and
+                cached under ``TERRALOC_HOME/galleries/`` by the encoder's weight hash.
+
+        Raises:
+            MissingResourceError: no such file.
+            InputError: not a GeoCLIP training checkpoint, or its weights do not fit.
+        """
+        from terraloc.encoders.geoclip_assets import file_sha256
+        from terraloc.models.provenance import backbone_record
+        from terraloc.search.gallery import default_gallery
+
+        model, payload = load_geoclip_checkpoint(path)
+        if coords is None or gallery is None:
+            gal = default_gallery(_gallery_encoder(model.location), dtype="float32", progress=progress)
+            coords, gallery = np.asarray(gal.coords, dtype=np.float32), np.array(gal.embeddings, dtype=np.float32)
+        head = cls(coords, gallery, model.input_dim)
+        head.mlp.load_state_dict(model.mlp.state_dict())
+        head.logit_scale = nn.Parameter(model.logit_scale.detach().clone().reshape([]), requires_grad=False)
+        head.weights_hash = file_sha256(path)
+        head.checkpoint = Path(path)
+        head.required_backbone = backbone_record(payload.get("backbone"))
         return head.eval()
 
     def image_features(self, backbone_features: Tensor) -> Tensor:
@@ -138,6 +244,9 @@ class GeoCLIP(nn.Module):
 
     def __init__(self, backbone: Any, head: GeoCLIPHead) -> None:
         super().__init__()
+        from terraloc.models.head import check_backbone
+
+        check_backbone(head.required_backbone, backbone, what="the GeoCLIP checkpoint", source=str(head.checkpoint))
         if backbone.dim != head.mlp[0].in_features:
             raise InputError(
                 f"backbone '{backbone.model_id}' gives {backbone.dim}-d features but the GeoCLIP head "
@@ -167,6 +276,56 @@ class GeoCLIP(nn.Module):
         return self.head.image_features(self.backbone.features(pixels))
 
 
+def load_geoclip_checkpoint(path: str | Path) -> tuple[GeoClipModel, dict[str, Any]]:
+    """``(model, raw payload)`` of a ``terraloc train geoclip`` checkpoint (float32, eval mode).
+
+    Raises:
+        MissingResourceError: no such file.
+        InputError: not a GeoCLIP training checkpoint, or its weights do not fit.
+    """
+    from terraloc.io import read_checkpoint
+
+    payload = read_checkpoint(path, CHECKPOINT_FORMAT, "GeoCLIP checkpoint", "train one with `terraloc train geoclip`")
+    try:
+        model = GeoClipModel(int(json.loads(payload["identity"])["input_dim"]))
+        model.load_state_dict(upgrade_state_dict(payload["model"]), strict=True)
+    except (KeyError, ValueError, RuntimeError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"weights do not match a GeoCLIP model ({msg})", path=path) from None
+    return model.float().eval(), payload
+
+
+def trained_location_encoder(path: str | Path) -> Any:
+    """The location encoder of a ``terraloc train geoclip`` checkpoint, to embed galleries with.
+
+    GeoCLIP's published encoder (same id and hash, so its cached galleries are reused) when the
+    checkpoint's equals it, else the trained one with ``encoder_id`` ``geoclip-location-trained``
+    and a hash of its weights.
+    """
+    model, _ = load_geoclip_checkpoint(path)
+    return _gallery_encoder(model.location)
+
+
+def _gallery_encoder(location: nn.Module) -> Any:
+    """The location encoder to embed a gallery with: GeoCLIP's published one when ``location`` equals it
+    (so its cached gallery is reused), else ``location`` with an id and a hash of its weights."""
+    import hashlib
+
+    from terraloc.encoders.location import load_location_encoder
+
+    published = load_location_encoder("geoclip")
+    mine, theirs = location.state_dict(), published.state_dict()
+    if mine.keys() == theirs.keys() and all(torch.equal(mine[k].float(), theirs[k].float()) for k in mine):
+        return published
+    h = hashlib.sha256()
+    for k in sorted(mine):
+        h.update(k.encode())
+        h.update(mine[k].detach().float().contiguous().numpy().tobytes())
+    location.encoder_id = "geoclip-location-trained"  # type: ignore[assignment]
+    location.weights_hash = h.hexdigest()[:16]  # type: ignore[assignment]
+    return location.eval()
+
+
 def load_geoclip(backbone: str | Path = "clip-vit-large-patch14") -> GeoCLIP:
     """GeoCLIP with the given backbone spec (see :func:`terraloc.encoders.image.load_backbone`)."""
     from terraloc.encoders.image import load_backbone
@@ -185,13 +344,17 @@ Progress = Callable[[str, int, int], None]
 """``progress(stage, done, total)``: building a gallery (rows) or an index (0 of 1, then 1 of 1)."""
 
 
-def resolve_gallery(spec: str, progress: Progress | None = None) -> Gallery:
+def resolve_gallery(spec: str, progress: Progress | None = None, encoder: Any = None) -> Gallery:
     """``geoclip-100k`` (GeoCLIP's MP-16 gallery, embedded once into ``TERRALOC_HOME``) or a gallery
-    folder made by ``terraloc gallery build`` (refused when built with another location encoder)."""
+    folder made by ``terraloc gallery build`` (refused when built with another location encoder).
+
+    ``encoder``: the location encoder the gallery must be embedded with (default GeoCLIP's; a trained
+    checkpoint's comes from :func:`trained_location_encoder`).
+    """
     from terraloc.encoders import load_location_encoder
     from terraloc.search.gallery import Gallery, default_gallery
 
-    enc = load_location_encoder("geoclip")
+    enc = encoder if encoder is not None else load_location_encoder("geoclip")
     if spec in GALLERY_PRESETS:
         cb = None if progress is None else (lambda done, total: progress("embedding gallery", done, total))
         return default_gallery(enc, dtype="float32", progress=cb)
@@ -221,6 +384,11 @@ class GeoCLIPGalleryHead(BaseHead):
       mass of the rows never retrieved is not in the denominator.
 
     Evidence per candidate: ``{"gallery_row": int, "similarity": cosine}``.
+
+    With ``checkpoint`` (``terraloc train geoclip``'s ``best.pt``) the trained image MLP and logit
+    scale replace the published ones, the gallery must be embedded with the checkpoint's location
+    encoder (:func:`trained_location_encoder`; :meth:`from_config` does it), and the backbone the
+    training embeddings came from is required (``required_backbone``).
     """
 
     input = "features"
@@ -233,8 +401,16 @@ class GeoCLIPGalleryHead(BaseHead):
         shortlist: int = 100,
         gallery_name: str | None = None,
         progress: Progress | None = None,
+        checkpoint: str | Path | None = None,
     ) -> None:
         from terraloc.search.spec import parse_index_spec
+
+        self.checkpoint = Path(checkpoint) if checkpoint is not None else None
+
+        def make_head(coords: NDArray[np.float32], emb: NDArray[np.float32]) -> GeoCLIPHead:
+            if self.checkpoint is None:
+                return GeoCLIPHead.pretrained(coords, emb)
+            return GeoCLIPHead.from_checkpoint(self.checkpoint, coords, emb)
 
         self.gallery = gallery
         self.gallery_name = gallery_name or str(gallery.path)
@@ -251,12 +427,12 @@ class GeoCLIPGalleryHead(BaseHead):
         if spec == "flat":
             self._blocked = len(gallery) * gallery.dim * 4 > FLAT_IN_MEMORY_MB * 2**20
             if self._blocked:
-                self.head = GeoCLIPHead.pretrained(*empty)
+                self.head = make_head(*empty)
             else:  # an owned float32 copy (the file is memory-mapped read-only)
                 emb = np.array(gallery.embeddings, dtype=np.float32)
-                self.head = GeoCLIPHead.pretrained(coords.astype(np.float32), emb)
+                self.head = make_head(coords.astype(np.float32), emb)
         else:
-            self.head = GeoCLIPHead.pretrained(*empty)
+            self.head = make_head(*empty)
             if progress is not None:
                 progress(f"index {index}", 0, 1)
             self._index = gallery.index(spec, **options)
@@ -270,13 +446,14 @@ class GeoCLIPGalleryHead(BaseHead):
                 f"gallery has {gallery.dim}-d embeddings but the GeoCLIP head gives {out_dim}-d", path=gallery.path
             )
         self.input_dim: int | None = first.in_features
+        self.required_backbone = self.head.required_backbone
 
     @classmethod
     def from_config(cls, config: Any, backbone: Any, *, progress: Progress | None = None) -> GeoCLIPGalleryHead:
-        if getattr(config, "checkpoint", None):
-            raise InputError("the geoclip head uses GeoCLIP's pretrained weights; --checkpoint is for geosurge")
-        gallery = resolve_gallery(config.gallery, progress)
-        return cls(gallery, config.index, config.shortlist, config.gallery, progress)
+        checkpoint = getattr(config, "checkpoint", None)
+        encoder = trained_location_encoder(checkpoint) if checkpoint else None
+        gallery = resolve_gallery(config.gallery, progress, encoder)
+        return cls(gallery, config.index, config.shortlist, config.gallery, progress, checkpoint)
 
     def describe(self) -> dict[str, Any]:
         info: dict[str, Any] = {
@@ -285,6 +462,8 @@ class GeoCLIPGalleryHead(BaseHead):
             "gallery_size": len(self.gallery),
             "index": self.index_spec,
         }
+        if self.checkpoint is not None:
+            info["checkpoint"] = str(self.checkpoint)
         if self._index is not None:
             info["shortlist"] = self.shortlist
         return info
@@ -293,10 +472,13 @@ class GeoCLIPGalleryHead(BaseHead):
         from terraloc.encoders.geoclip_assets import geoclip_asset
         from terraloc.search.gallery import MANIFEST
 
+        gallery = str(self.gallery.path / MANIFEST)
+        if self.checkpoint is not None:
+            return {"checkpoint": str(self.checkpoint), "gallery": gallery}
         return {
             "image_mlp": str(geoclip_asset("image_mlp")),
             "logit_scale": str(geoclip_asset("logit_scale")),
-            "gallery": str(self.gallery.path / MANIFEST),
+            "gallery": gallery,
         }
 
     @torch.no_grad()

@@ -9,8 +9,9 @@ Training: InfoNCE per level, summed over levels, either over **all** cells of th
 (``"full"``) or over the cells present in the batch (``"inbatch"``; duplicate cells collapse to
 one candidate, so two images of one cell are never each other's negatives).
 
-Inference: each finest cell (leaf) scores ``sum_l log p_l(ancestor_l(leaf))``; the top leaves'
-spherical-mean centres are returned, optionally refined inside the winning cell.
+Inference (:meth:`GeoSurgeHead.leaf_log_scores`): each finest cell (leaf) scores
+``sum_l log p_l(ancestor_l(leaf))``; the top leaves' spherical-mean centres are returned,
+optionally refined inside the winning cell.
 """
 
 from __future__ import annotations
@@ -55,11 +56,6 @@ class GeoSurgeConfig:
         d = dict(d)
         d["level_sizes"] = tuple(d["level_sizes"])
         return cls(**d)
-
-
-def info_nce(logits: Tensor, target: Tensor) -> Tensor:
-    """Mean InfoNCE (cross-entropy) of ``(B, C)`` logits against ``(B,)`` target columns."""
-    return F.cross_entropy(logits, target)
 
 
 class GeoSurge(nn.Module):
@@ -173,21 +169,6 @@ class GeoSurge(nn.Module):
             per_level[lv] = float(li.detach())
         return total, per_level
 
-    @torch.no_grad()
-    def leaf_log_scores(self, x: Tensor, ancestry: Tensor) -> Tensor:
-        """``(N, C_leaf)`` hierarchical scores: sum over levels of log p_l(ancestor of leaf).
-
-        ``ancestry`` is ``(C_leaf, L)`` (column ``l`` = the leaf's cell index at level ``l``).
-        """
-        f = self.features(x)
-        score = None
-        for lv in range(self.n_levels):
-            lp = torch.log_softmax(self.level_logits(f, lv), dim=-1)
-            g = lp.index_select(1, ancestry[:, lv])
-            score = g if score is None else score + g
-        assert score is not None
-        return score
-
 
 class Refiner:
     """Refinement inside the winning cell from reference points.
@@ -257,6 +238,12 @@ class GeoSurgeHead:
         self.ancestry = torch.as_tensor(partition.ancestry, dtype=torch.int64)
         self.refiner = refiner
         self.model_id = "geosurge"
+        #: the checkpoint this head was loaded from, ``{"id", "hash", "dim"}`` of the backbone its training
+        #: embeddings came from (``None``: not recorded; see :mod:`terraloc.models.provenance`), and the
+        #: fusion checkpoint whose fused features it scores (``None``: backbone embeddings)
+        self.checkpoint: Path | None = None
+        self.required_backbone: dict[str, Any] | None = None
+        self.fusion: str | None = None
         # Inference tables: all levels' normalised cell embeddings divided by their temperature,
         # stacked into one (768, sum C_l) matrix so that scoring is a single matmul.
         with torch.no_grad():
@@ -268,33 +255,26 @@ class GeoSurgeHead:
         self._flat_anc = (self.ancestry + torch.as_tensor(self._offsets[:-1])).contiguous()
 
     @torch.no_grad()
-    def leaf_log_scores(self, x: Tensor) -> Tensor:
-        """``(N, D_in)`` → ``(N, C_leaf)`` hierarchical scores (same as ``GeoSurge.leaf_log_scores``)."""
-        # log_softmax(z)[a] = z[a] - logsumexp(z): gather the raw logits along the ancestry and
-        # subtract each level's log-normaliser once, instead of writing every level's full
-        # log-softmax (~67K values per image on MP-16-sized partitions) and then gathering.
+    def leaf_log_scores(self, x: Tensor, levels: Sequence[int] | None = None) -> Tensor:
+        """``(N, D_in)`` → ``(N, C_leaf)`` hierarchical scores ``sum_l log p_l(ancestor_l(leaf))``.
+
+        The one scoring path of GeoSURGE (prediction, validation and the ablation's diagnostics):
+        ``levels`` restricts the sum to some levels (default: all). ``log_softmax(z)[a] = z[a] -
+        logsumexp(z)``: the raw logits are gathered along the ancestry and each level's
+        log-normaliser subtracted once, instead of writing every level's full log-softmax (~67K
+        values per image on MP-16-sized partitions) and then gathering.
+        """
+        use = range(len(self._offsets) - 1) if levels is None else list(levels)
         logits = self.model.features(x) @ self._table
         lse = torch.stack(
-            [
-                torch.logsumexp(logits[:, self._offsets[lv] : self._offsets[lv + 1]], dim=-1)
-                for lv in range(len(self._offsets) - 1)
-            ],
-            dim=1,
+            [torch.logsumexp(logits[:, self._offsets[lv] : self._offsets[lv + 1]], dim=-1) for lv in use], dim=1
         ).sum(1, keepdim=True)
-        score = logits.index_select(1, self._flat_anc[:, 0])
-        for lv in range(1, self._flat_anc.shape[1]):
-            score += logits.index_select(1, self._flat_anc[:, lv])
+        score: Tensor | None = None
+        for lv in use:
+            g = logits.index_select(1, self._flat_anc[:, lv])
+            score = g if score is None else score.add_(g)
+        assert score is not None, "no levels to score"
         return score.sub_(lse)
-
-    @torch.no_grad()
-    def leaf_log_scores_levels(self, x: Tensor, levels: Sequence[int]) -> Tensor:
-        """Like :meth:`leaf_log_scores` but summing only the given levels (a diagnostic)."""
-        logits = self.model.features(x) @ self._table
-        score = torch.zeros(x.shape[0], self._flat_anc.shape[0], dtype=logits.dtype)
-        for lv in levels:
-            lp = torch.log_softmax(logits[:, self._offsets[lv] : self._offsets[lv + 1]], dim=-1)
-            score += lp.index_select(1, self.ancestry[:, lv])
-        return score
 
     @property
     def input_dim(self) -> int:
@@ -302,9 +282,18 @@ class GeoSurgeHead:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, refiner: Refiner | None = None) -> GeoSurgeHead:
-        """Load a checkpoint written by :func:`save_checkpoint` (or the trainer's ``best.pt``)."""
-        model, partition, _ = load_checkpoint(path)
-        return cls(model, partition, refiner)
+        """Load a checkpoint written by :func:`save_checkpoint` (or the trainer's ``best.pt``).
+
+        ``required_backbone`` is the backbone its training embeddings came from, as recorded.
+        """
+        from terraloc.models.provenance import backbone_record
+
+        model, partition, payload = load_checkpoint(path)
+        head = cls(model, partition, refiner)
+        head.checkpoint = Path(path)
+        head.required_backbone = backbone_record(payload.get("backbone"))
+        head.fusion = str(payload["fusion"]) if payload.get("fusion") else None
+        return head
 
     def predict(
         self,
@@ -425,12 +414,3 @@ def load_checkpoint(path: str | Path) -> tuple[GeoSurge, S2Partition, dict[str, 
         raise InputError(f"weights do not match the stored configuration ({msg})", path=path) from None
     partition = _partition_from_tensors(payload["partition"])
     return model.eval(), partition, payload
-
-
-def hierarchical_predict(
-    model: GeoSurge, partition: S2Partition, embeddings: NDArray[np.float32], levels: Sequence[int] | None = None
-) -> NDArray[np.int64]:
-    """Top-1 leaf index per embedding (``(N,)``), using all or the given levels."""
-    anc = torch.as_tensor(partition.ancestry if levels is None else partition.ancestry[:, list(levels)])
-    s = model.leaf_log_scores(torch.as_tensor(embeddings, dtype=torch.float32), anc)
-    return s.argmax(dim=-1).numpy()

@@ -7,7 +7,6 @@ whose evidence names the winning cell at every level.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +17,13 @@ from terraloc.models.head import BaseHead, Candidates, register_head
 
 
 def recorded_backbone(payload: dict[str, Any]) -> dict[str, Any] | None:
-    """``{"id", "hash", "dim"}`` a checkpoint records for the backbone of its training embeddings, if any."""
-    rec = payload.get("backbone")
-    if isinstance(rec, str):
-        try:
-            rec = json.loads(rec)
-        except ValueError:
-            return None
-    return dict(rec) if isinstance(rec, dict) and rec.get("hash") else None
+    """``{"id", "hash", "dim"}`` a checkpoint records for the backbone of its training embeddings, if any.
+
+    See :mod:`terraloc.models.provenance` (where the record is written and what it means).
+    """
+    from terraloc.models.provenance import backbone_record
+
+    return backbone_record(payload.get("backbone"))
 
 
 @register_head("geosurge")
@@ -38,13 +36,18 @@ class GeoSurgeCellHead(BaseHead):
     input = "features"
 
     def __init__(self, checkpoint: str | Path) -> None:
-        from terraloc.models.geosurge import GeoSurgeHead, load_checkpoint
+        from terraloc.models.geosurge import GeoSurgeHead
 
-        model, partition, payload = load_checkpoint(checkpoint)
         self.checkpoint = Path(checkpoint)
-        self.head = GeoSurgeHead(model, partition)
+        self.head = GeoSurgeHead.from_checkpoint(checkpoint)
+        partition = self.head.partition
         self.input_dim = self.head.input_dim
-        self.required_backbone = recorded_backbone(payload)
+        self.required_backbone = self.head.required_backbone
+        if self.head.fusion:
+            raise InputError(
+                f"scores fused features, not backbone embeddings: use it with --fusion {self.head.fusion}",
+                path=checkpoint,
+            )
         self._tokens = [partition.tokens(lv) for lv in range(partition.n_levels)]
 
     @classmethod

@@ -54,7 +54,7 @@ class ReferenceDatabaseHead(BaseHead):
         return {"refdb": {"path": str(self.db.path), "n": len(self.db), "k": self.consensus.k}}
 
     def files(self) -> dict[str, str]:
-        return {"db_manifest": str(self.db.path / "manifest.json"), "db_index": str(self.db.path / "index.faiss")}
+        return self.db.files()
 
     def neighbours(self, embeddings: NDArray[np.float32], k: int) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
         """``(N, D)`` normalised embeddings → cosine similarities and rows of the ``k`` nearest references."""

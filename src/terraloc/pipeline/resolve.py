@@ -85,7 +85,7 @@ def default_backbone(given: dict[str, Any]) -> str | None:
             except (ValueError, KeyError, TypeError):
                 return None  # the head reports the broken manifest with its name
     file = given.get("fusion") if head == "geosurge+fusion" else given.get("checkpoint")
-    if head in ("geosurge", "geosurge+fusion") and file and Path(file).is_file():
+    if head in ("geoclip", "geosurge", "geosurge+fusion") and file and Path(file).is_file():
         from terraloc.models.geosurge_head import recorded_backbone
 
         try:

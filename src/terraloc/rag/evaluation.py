@@ -13,7 +13,7 @@ import numpy as np
 
 from terraloc.rag.candidates import CandidateSet
 from terraloc.rag.reasoner import Answer, Backend, ReasonerConfig, run_reasoner
-from terraloc.rag.select import ConsensusConfig, Selection, select_consensus, select_first, select_llm
+from terraloc.rag.select import GeoConsensusConfig, Selection, select_consensus, select_first, select_llm
 
 # Chosen by measurement on the G3 candidates file (docs/rag.md): with the local Qwen 1.5B model
 # (first 53 photos) adding its answers to consensus lowered accuracy, so the default stays
@@ -50,11 +50,11 @@ def run_rag_eval(
     csets: Sequence[CandidateSet],
     backends: Sequence[Backend] = (),
     reasoner: ReasonerConfig | None = None,
-    consensus: ConsensusConfig | None = None,
+    consensus: GeoConsensusConfig | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> RagEvalRun:
     """Run first, consensus and, per backend, the LLM configurations; pick the default."""
-    cfg = consensus or ConsensusConfig()
+    cfg = consensus or GeoConsensusConfig()
     csets = list(csets)
     methods: dict[str, MethodRun] = {
         "first": _timed(select_first, csets),

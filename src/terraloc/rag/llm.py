@@ -362,8 +362,9 @@ class LocalLlamaBackend:
 
     def _load(self) -> Any:
         if self._llm is None:
-            from llama_cpp import Llama
+            from terraloc.extras import require
 
+            Llama = require("llama_cpp", "llm").Llama
             self._llm = Llama(
                 model_path=str(self.model_path),
                 n_ctx=self.n_ctx,

@@ -23,7 +23,9 @@ from typing import Any
 from terraloc.config import package_data
 from terraloc.rag.candidates import Candidate, CandidateSet
 
-DEFAULT_NEIGHBOUR_COUNTS: tuple[int, ...] = (0, 5, 10, 15)
+#: G3 diversification: one prompt per nearest-neighbour count. The one default of ``rag eval`` and
+#: ``predict --reasoner rag``; add ``0`` for a zero-shot prompt (multimodal backends only).
+DEFAULT_NEIGHBOUR_COUNTS: tuple[int, ...] = (5, 10, 15)
 
 
 @lru_cache(maxsize=1)

@@ -20,7 +20,13 @@ from terraloc.errors import InputError
 from terraloc.rag.candidates import Candidate, CandidateSet
 from terraloc.rag.llm import ChatRequest, ChatResult, LocalLlamaBackend, OpenAIChatClient, ResponseCache, image_part
 from terraloc.rag.parse import ParsedAnswer, parse_answer
-from terraloc.rag.prompts import Prompt, answer_schema, answer_to_candidate, diversified_prompts
+from terraloc.rag.prompts import (
+    DEFAULT_NEIGHBOUR_COUNTS,
+    Prompt,
+    answer_schema,
+    answer_to_candidate,
+    diversified_prompts,
+)
 
 
 @dataclass(frozen=True)
@@ -29,7 +35,7 @@ class ReasonerConfig:
 
     Attributes:
         label: name used in reports (``llm:<label>``).
-        neighbour_counts: G3 diversification over nearest-neighbour counts.
+        neighbour_counts: G3 diversification over nearest-neighbour counts (default 5, 10, 15).
         samples: samples per prompt (sample ``s`` uses seed ``s``; with ``samples > 1`` the
             temperature should be > 0).
         n_far: farthest references shown (``None`` = as many as nearest).
@@ -40,7 +46,7 @@ class ReasonerConfig:
     """
 
     label: str
-    neighbour_counts: tuple[int, ...] = (5, 10, 15)
+    neighbour_counts: tuple[int, ...] = DEFAULT_NEIGHBOUR_COUNTS
     samples: int = 1
     n_far: int | None = 5
     temperature: float = 0.0

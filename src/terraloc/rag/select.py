@@ -35,7 +35,7 @@ METHODS = ("first", "consensus", "llm", "verify")
 
 
 @dataclass(frozen=True)
-class ConsensusConfig:
+class GeoConsensusConfig:
     """Parameters of geo-consensus.
 
     Attributes:
@@ -43,12 +43,15 @@ class ConsensusConfig:
         bandwidths_km: Gaussian kernel widths in km; the kernel is their sum.
         alpha: rank decay exponent of the weights ``1 / (1 + rank) ** alpha``.
         llm_weight: weight of each valid LLM answer relative to a rank-0 candidate.
+        dedupe_km: when ranking several locations, a candidate this close to a better one is
+            merged into it.
     """
 
     top_k: int = 20
     bandwidths_km: tuple[float, ...] = (10.0, 100.0, 1000.0)
     alpha: float = 0.25
     llm_weight: float = 1.0
+    dedupe_km: float = 1.0
 
 
 @dataclass
@@ -113,39 +116,63 @@ def select_first(cset: CandidateSet) -> Selection:
     return Selection(best.lat, best.lon, "first", best.score, best)
 
 
-def select_consensus(
+def rank_consensus(
     cset: CandidateSet,
     llm_answers: Sequence[Candidate] = (),
-    config: ConsensusConfig | None = None,
-) -> Selection:
-    """Geo-consensus over the top-k candidates plus the valid LLM answers.
+    config: GeoConsensusConfig | None = None,
+    top_k: int = 1,
+) -> list[tuple[Candidate, float]]:
+    """Geo-consensus ranking: the ONE selection of ``rag eval`` and ``predict --reasoner rag``.
 
-    Every participant is also a possible winner; ties go to the better-ranked retrieval candidate.
+    The top ``config.top_k`` retrieval candidates (by rank) and the valid LLM answers are kernel
+    centres (weights ``1 / (1 + rank) ** alpha`` and ``llm_weight``); each of them is scored by the
+    density at its location. Returns up to ``top_k`` ``(candidate, density)`` pairs, densest first,
+    skipping candidates within ``config.dedupe_km`` of one already chosen. Ties go to the
+    better-ranked retrieval candidate, then to the LLM answers in order.
     """
-    cfg = config or ConsensusConfig()
+    cfg = config or GeoConsensusConfig()
     pool = sorted(cset.pool(), key=lambda c: c.rank)[: cfg.top_k]
     llm = list(llm_answers)
     parts = pool + llm
     if not parts:
-        return Selection(math.nan, math.nan, "consensus")
+        return []
     w = np.concatenate([rank_weights(pool, cfg.alpha), np.full(len(llm), cfg.llm_weight)])
     xy = coords_of(parts)
     dens = kernel_density(xy, xy, w, cfg.bandwidths_km)
-    i = int(np.argmax(dens))  # first maximum: retrieval order, then LLM order
-    c = parts[i]
-    return Selection(c.lat, c.lon, "consensus", float(dens[i]), c, {"n_llm": len(llm)})
+    order = np.argsort(-dens, kind="stable")  # first maximum first: retrieval order, then LLM order
+    d = pairwise_haversine_km(xy, xy)
+    chosen: list[int] = []
+    for i in order:
+        if all(d[i, j] > cfg.dedupe_km for j in chosen):
+            chosen.append(int(i))
+        if len(chosen) == top_k:
+            break
+    return [(parts[i], float(dens[i])) for i in chosen]
+
+
+def select_consensus(
+    cset: CandidateSet,
+    llm_answers: Sequence[Candidate] = (),
+    config: GeoConsensusConfig | None = None,
+) -> Selection:
+    """Geo-consensus over the top-k candidates plus the valid LLM answers: the first of :func:`rank_consensus`."""
+    ranked = rank_consensus(cset, llm_answers, config, top_k=1)
+    if not ranked:
+        return Selection(math.nan, math.nan, "consensus")
+    c, density = ranked[0]
+    return Selection(c.lat, c.lon, "consensus", density, c, {"n_llm": len(llm_answers)})
 
 
 def select_llm(
     cset: CandidateSet,
     llm_answers: Sequence[Candidate],
-    config: ConsensusConfig | None = None,
+    config: GeoConsensusConfig | None = None,
 ) -> Selection:
     """The LLM's own answer: the densest among the LLM answers (the only one when there is one).
 
     Falls back to :func:`select_consensus` over the retrieval candidates when no answer is valid.
     """
-    cfg = config or ConsensusConfig()
+    cfg = config or GeoConsensusConfig()
     llm = [c for c in llm_answers if c.source.startswith(SOURCE_LLM)]
     if not llm:
         sel = select_consensus(cset, (), cfg)
@@ -199,7 +226,7 @@ def select(
     method: str,
     cset: CandidateSet,
     llm_answers: Sequence[Candidate] = (),
-    config: ConsensusConfig | None = None,
+    config: GeoConsensusConfig | None = None,
     *,
     image_embedding: NDArray[np.floating] | None = None,
     location_encoder: Any = None,

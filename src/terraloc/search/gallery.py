@@ -43,7 +43,6 @@ GALLERY_VERSION = 1
 MANIFEST = "manifest.json"
 COORDS_FILE = "coords.npy"
 EMBEDDINGS_FILE = "embeddings.npy"
-INDEX_DIR = "indexes"
 DTYPES = ("float16", "float32")
 #: rows whose norm is checked on load (catches foreign files of the right shape)
 _NORM_CHECK_ROWS = 1024
@@ -119,27 +118,12 @@ class Gallery:
         ``flat`` is built in memory (nothing to save); ``hierarchical`` and FAISS indexes are built
         once and saved under ``<gallery>/indexes/`` (atomically) when ``cache`` is true.
         """
-        from terraloc.search.index import index_cache_name, load_index, make_index
+        from terraloc.search.index import cached_index
 
         key = json.dumps([spec, sorted(options.items())], default=str)
-        if key in self._indexes:
-            return self._indexes[key]
-        idx: SearchIndex | None = None
-        file = self.path / INDEX_DIR / index_cache_name(spec, **options)
-        if cache and spec != "flat" and file.exists():
-            idx = load_index(file, self.embeddings, expected_count=len(self), **options)
-        if idx is None:
-            import contextlib
-
-            from terraloc.progress import task
-
-            what = f"building the {spec} search index" + (" (saved for next time)" if cache else "")
-            with task(what) if spec != "flat" else contextlib.nullcontext():
-                idx = make_index(spec, self.embeddings, **options)
-                if cache and spec != "flat":
-                    idx.save(file)
-        self._indexes[key] = idx
-        return idx
+        if key not in self._indexes:
+            self._indexes[key] = cached_index(self.path, self.embeddings, spec, cache=cache, **options)
+        return self._indexes[key]
 
 
 def _partial(path: Path) -> Path:
@@ -246,6 +230,17 @@ def read_coords_file(path: str | Path) -> NDArray[np.float64]:
     lat = parse_float_column(df, names[0], path).values
     lon = parse_float_column(df, names[1], path).values
     return validate_latlon(np.stack([lat, lon], axis=1), source=str(path), rows=df["_line"].to_numpy())
+
+
+def geoclip_gallery_coords() -> NDArray[np.float64]:
+    """GeoCLIP's 100K MP-16 GPS gallery: ``(100000, 2)`` float64 ``(lat, lon)`` degrees.
+
+    The one reader of ``coordinates_100K.csv`` from the ``geoclip`` wheel (galleries, the search
+    benchmark, geocell partitions and the synthetic training world all use it).
+    """
+    from terraloc.encoders.geoclip_assets import geoclip_asset
+
+    return read_coords_file(geoclip_asset("gps_gallery"))
 
 
 def coords_fingerprint(coords: NDArray[np.float64]) -> str:
@@ -431,8 +426,6 @@ def default_gallery(
     Built once (about a minute on two cores) and cached under ``home_dir()/galleries/``; later
     calls only memory-map it.
     """
-    from terraloc.encoders.geoclip_assets import geoclip_asset
-
     if encoder is None:
         from terraloc.encoders import load_location_encoder
 
@@ -442,7 +435,7 @@ def default_gallery(
         return Gallery.load(out, encoder)
     from terraloc.progress import callback, finish
 
-    coords = read_coords_file(geoclip_asset("gps_gallery"))
+    coords = geoclip_gallery_coords()
     what = "building the GeoCLIP gallery cache (first use only)"
     try:
         return build_gallery(

@@ -2,7 +2,7 @@
 
 Build (FAISS spherical k-means at every level):
 
-1. cluster all ``N`` gallery embeddings into ``top`` groups (default 800);
+1. cluster all ``N`` gallery embeddings into ``top`` groups (default 200);
 2. split every group into up to ``branching`` sub-groups, and those again, for ``depth`` centroid
    levels in all (``depth=2`` gives 800 groups → ~6,400 sub-groups → points). A node with fewer than
    ``2 * branching`` points gets fewer children (``n // 2``, at least one), so leaves are never split
@@ -20,7 +20,8 @@ handful of flat arrays (saved as one ``.npz`` beside the gallery).
 
 Search (batched, vectorised over queries): score the query against all top-level centroids, keep the
 best ``beam`` nodes, score their children, keep the best ``beam`` again, ..., and finally score the
-gallery rows of the ``leaf_beam`` best deepest nodes (default ``beam``) exactly and return the top-k.
+gallery rows of the ``leaf_beam`` best deepest nodes exactly and return the top-k (defaults: ``beam``
+32, ``leaf_beam`` 24; ``leaf_beam=None`` means ``beam``).
 Every centroid and row scored is counted in ``comparisons_per_query``.
 
 Path scores (``parent_weight=w``, default 0, a search-time option): below the top level a node is
@@ -54,9 +55,16 @@ from numpy.typing import NDArray
 
 from terraloc.errors import InputError
 from terraloc.io import atomic_write
-from terraloc.search.index import SearchIndex, SearchResult
+from terraloc.search.index import SearchIndex, SearchResult, check_options
 
 FORMAT = "terraloc-hierarchical-v1"
+#: options of :meth:`HierarchicalIndex.build` that shape the tree
+BUILD_OPTIONS = frozenset(
+    {"top", "branching", "depth", "leaf_size", "niter", "seed", "spill", "routing", "route_steps", "route_noise",
+     "route_max_nodes"}
+)  # fmt: skip
+#: options that only change how a built tree is searched
+SEARCH_OPTIONS = frozenset({"beam", "leaf_beam", "parent_weight", "query_batch", "max_memory_mb"})
 ROUTE_NOISE = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
 # Routing vectors start as centroids scaled by this inverse temperature (cosines span ~[-1, 1]).
 ROUTE_INIT_SCALE = 20.0
@@ -197,7 +205,6 @@ class HierarchicalIndex(SearchIndex):
         parent_weight: float = 0.0,
         query_batch: int = 64,
         max_memory_mb: float = 2048,
-        **_: Any,
     ) -> None:
         super().__init__(int(embeddings.shape[1]), int(embeddings.shape[0]))
         if len(perm) < self.size or (len(perm) > self.size and np.unique(perm).size != self.size):
@@ -259,9 +266,15 @@ class HierarchicalIndex(SearchIndex):
             route_noise: per-dimension noise sigmas of the synthetic training queries.
             route_max_nodes: levels with more nodes keep centroid routing (a softmax over
                 tens of thousands of nodes costs more to train than it gains).
-            **options: search options (``beam``, ``leaf_beam``, ``query_batch``, ``max_memory_mb``).
+            **options: search options (``beam`` 32, ``leaf_beam`` 24, ``parent_weight`` 0,
+                ``query_batch`` 64, ``max_memory_mb`` 2048).
+
+        Raises:
+            InputError: an unknown option (one line listing the known ones) or an invalid value.
         """
         import faiss
+
+        check_options(options, SEARCH_OPTIONS | BUILD_OPTIONS, "hierarchical index")  # build ones are bound above
 
         n = int(embeddings.shape[0])
         if depth is None:
@@ -477,7 +490,13 @@ class HierarchicalIndex(SearchIndex):
 
     @classmethod
     def load(cls, path: str | Path, embeddings: np.ndarray, **options: Any) -> HierarchicalIndex:
-        """Load a tree saved by :meth:`save` over the same gallery embeddings."""
+        """Load a tree saved by :meth:`save` over the same gallery embeddings.
+
+        ``options``: search options (see :meth:`build`); build options are accepted and ignored
+        (the saved tree has its own), anything else is refused.
+        """
+        check_options(options, SEARCH_OPTIONS | BUILD_OPTIONS, "hierarchical index")
+        options = {k: v for k, v in options.items() if k in SEARCH_OPTIONS}
         try:
             with np.load(path, allow_pickle=False) as z:
                 meta = json.loads(bytes(z["meta"]).decode())

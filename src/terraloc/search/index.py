@@ -29,6 +29,9 @@ from numpy.typing import NDArray
 from terraloc.errors import InputError, MissingResourceError
 from terraloc.io import atomic_write, atomic_write_text
 
+#: folder under a gallery or reference database where built indexes are cached
+INDEX_DIR = "indexes"
+
 
 @dataclass
 class SearchResult:
@@ -73,6 +76,16 @@ def validate_queries(queries: Any, dim: int, size: int, k: int) -> NDArray[np.fl
     if (norms == 0).any():
         raise InputError(f"query row {int(np.flatnonzero(norms[:, 0] == 0)[0])} is all zeros", field="queries")
     return np.ascontiguousarray(q / norms, dtype=np.float32)
+
+
+def check_options(options: dict[str, Any], known: frozenset[str], what: str) -> None:
+    """Refuse options not in ``known`` with one line listing the known ones."""
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise InputError(
+            f"unknown {what} option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}",
+            field=unknown[0],
+        )
 
 
 class SearchIndex(ABC):
@@ -183,13 +196,17 @@ class FaissIndex(SearchIndex):
     """A FAISS index from a factory string, inner-product metric, trained on (a sample of) the gallery.
 
     Options: ``params`` (FAISS ParameterSpace string, e.g. ``"nprobe=16"``), ``nprobe``,
-    ``ef_search``, ``train_size`` (rows sampled for training, default 256 per IVF list / 100K),
-    ``add_batch`` (rows converted to float32 at a time while adding).
+    ``ef_search``, ``train_size`` (rows sampled for training; default the larger of 100,000 and
+    64 per IVF list), ``add_batch`` (rows converted to float32 at a time while adding, default
+    262,144). Unknown options are refused.
     """
+
+    OPTIONS = frozenset({"params", "nprobe", "ef_search", "train_size", "add_batch"})
 
     def __init__(self, spec: str, embeddings: np.ndarray | None, *, index: Any = None, **options: Any) -> None:
         import faiss
 
+        check_options(options, self.OPTIONS, f"FAISS index '{spec}'")
         t0 = time.perf_counter()
         if index is None:
             assert embeddings is not None
@@ -281,17 +298,25 @@ class FaissIndex(SearchIndex):
         return cls(meta["spec"], None, index=faiss.deserialize_index(raw), **options)
 
 
+#: options of :class:`FlatIndex` (all search-time)
+FLAT_OPTIONS = frozenset({"query_batch", "block_rows", "max_memory_mb"})
+
+
 def make_index(spec: str, embeddings: np.ndarray, **options: Any) -> SearchIndex:
     """Build a search index over ``(N, D)`` normalised embeddings.
 
     Args:
         spec: ``"flat"``, ``"hierarchical"`` or a FAISS factory string.
         embeddings: ``(N, D)`` float16/float32 normalised rows (may be a memmap).
-        **options: passed to the index (see each class).
+        **options: passed to the index (see each class); unknown options are refused.
+
+    Raises:
+        InputError: bad embeddings, an unknown option or an invalid FAISS factory string.
     """
     if embeddings.ndim != 2 or embeddings.shape[0] < 1:
         raise InputError(f"embeddings must be a non-empty (N, D) array, got shape {embeddings.shape}")
     if spec == "flat":
+        check_options(options, FLAT_OPTIONS, "flat index")
         return FlatIndex(embeddings, **options)
     if spec == "hierarchical":
         from terraloc.search.hierarchical import HierarchicalIndex
@@ -328,4 +353,28 @@ def load_index(path: Path, embeddings: np.ndarray, *, expected_count: int, **opt
         idx = FaissIndex.load(path, **options)
     if idx.size != expected_count:
         raise InputError(f"index covers {idx.size} rows but the gallery has {expected_count}", path=path)
+    return idx
+
+
+def cached_index(
+    folder: Path, embeddings: np.ndarray, spec: str = "flat", *, cache: bool = True, **options: Any
+) -> SearchIndex:
+    """An index over ``embeddings`` (the rows of a gallery or reference database stored in ``folder``).
+
+    ``flat`` is built in memory (nothing to save); ``hierarchical`` and FAISS indexes are loaded
+    from ``folder/indexes/`` (:func:`index_cache_name`) when saved before, else built (reported to
+    :mod:`terraloc.progress` as a task) and, with ``cache``, saved there atomically.
+    """
+    import contextlib
+
+    from terraloc.progress import task
+
+    file = Path(folder) / INDEX_DIR / index_cache_name(spec, **options)
+    if cache and spec != "flat" and file.exists():
+        return load_index(file, embeddings, expected_count=len(embeddings), **options)
+    what = f"building the {spec} search index" + (" (saved for next time)" if cache else "")
+    with task(what) if spec != "flat" else contextlib.nullcontext():
+        idx = make_index(spec, embeddings, **options)
+        if cache and spec != "flat":
+            idx.save(file)
     return idx

@@ -65,7 +65,10 @@ def embed_ray(
     on_batch: Callable[[list[int], NDArray[np.float32], dict[int, str]], None] | None,
 ) -> tuple[NDArray[np.float32], NDArray[np.bool_], dict[int, str]]:
     """Embed image files on Ray Data; same contract as the local engine (see ``refdb.embed_photos``)."""
-    import ray
+    from terraloc.extras import require
+
+    ray = require("ray", "ray")
+    require("ray.data", "ray")
 
     if not ray.is_initialized():
         if os.environ.get("RAY_ADDRESS"):

@@ -2,11 +2,17 @@
 
 On disk (``DIR``):
 
-* ``manifest.json`` — backbone id and weights hash, dimension, row count, ``complete: true``;
-  written last, so its presence marks a finished database;
-* ``index.faiss`` — a FAISS inner-product index over L2-normalised float32 embeddings;
+* ``manifest.json`` — backbone id and weights hash, dimension, row count, the search index spec,
+  ``complete: true``; written last, so its presence marks a finished database;
+* ``embeddings.npy`` — ``(N, D)`` float32 L2-normalised image embeddings (memory-mapped on load);
+* ``indexes/`` — the search index when it is not ``flat`` (any spec of
+  :func:`terraloc.search.index.make_index`: ``hierarchical`` or a FAISS factory string such as
+  ``IVF1024,Flat`` for a large database), built once and saved, as for GPS galleries;
 * ``table.parquet`` — one row per reference photo: ``id, path, lat, lon, city, admin1, country``;
 * ``skipped.csv`` — photos that were not included (no GPS, unreadable) and why.
+
+Databases written before ``embeddings.npy`` existed hold ``index.faiss`` (a flat FAISS
+inner-product index); they still load, searched through the same :class:`SearchIndex` interface.
 
 Building goes through ``DIR/.work/`` shards (``shard-NNNNN.npz``), so an interrupted build resumes
 where it stopped; the final files are written atomically.
@@ -139,43 +145,50 @@ ENGINES: dict[str, Callable[..., tuple[NDArray[np.float32], NDArray[np.bool_], d
 # --------------------------------------------------------------------------- database
 
 
-def _flat_index(emb: NDArray[np.float32]) -> Any:
-    import faiss
-
-    index = faiss.IndexFlatIP(emb.shape[1])
-    if len(emb):
-        index.add(np.ascontiguousarray(emb, dtype=np.float32))
-    return index
+EMBEDDINGS_FILE = "embeddings.npy"
+LEGACY_INDEX_FILE = "index.faiss"
 
 
 class ReferenceDatabase:
-    """A built reference database: FAISS inner-product index + Parquet table + manifest.
+    """A built reference database: embeddings + a :class:`~terraloc.search.index.SearchIndex` + Parquet table.
 
     Attributes:
         table: DataFrame with ``id, path, lat, lon, city, admin1, country``.
         coords: ``(N, 2)`` float64 ``(lat, lon)`` degrees.
-        manifest: ``backbone`` {id, hash, dim}, ``n``, ``complete``, ...
+        embeddings: ``(N, D)`` float32 normalised rows (memory-mapped).
+        index: the search index over ``embeddings`` (``flat`` unless the manifest or ``load`` says otherwise).
+        manifest: ``backbone`` {id, hash, dim}, ``n``, ``index`` {spec, options}, ``complete``, ...
     """
 
-    def __init__(self, path: Path, index: Any, table: pd.DataFrame, manifest: dict) -> None:
+    def __init__(self, path: Path, index: Any, table: pd.DataFrame, manifest: dict, embeddings: Any = None) -> None:
         self.path = path
         self.index = index
         self.table = table
         self.manifest = manifest
+        self.embeddings = embeddings
         self.coords = table[["lat", "lon"]].to_numpy(dtype=np.float64)
 
     def __len__(self) -> int:
         return len(self.table)
 
     @classmethod
-    def load(cls, path: str | Path, backbone: Any = None) -> ReferenceDatabase:
+    def load(
+        cls, path: str | Path, backbone: Any = None, index: str | None = None, **options: Any
+    ) -> ReferenceDatabase:
         """Open a database; with ``backbone`` refuse one built with different weights.
+
+        Args:
+            path: the database folder.
+            backbone: the query backbone (its ``weights_hash`` and ``dim`` must match the manifest's).
+            index: search index spec (default: the one the database was built with, else ``flat``);
+                ``options`` go to it (e.g. ``params="nprobe=32"``). Non-flat indexes are built once
+                and cached in ``indexes/``.
 
         Raises:
             MissingResourceError: not a (complete) database.
-            InputError: built with another backbone than ``backbone``.
+            InputError: built with another backbone than ``backbone``, or inconsistent files.
         """
-        import faiss
+        from terraloc.search.index import FaissIndex, cached_index
 
         p = Path(path)
         man_path = p / "manifest.json"
@@ -188,25 +201,51 @@ class ReferenceDatabase:
             raise InputError(f"corrupt manifest: {exc}", path=man_path) from None
         if backbone is not None:
             check_backbone(manifest, backbone, p)
-        index = faiss.read_index(str(p / "index.faiss"))
         table = pd.read_parquet(p / "table.parquet")
-        if index.ntotal != len(table):
-            raise InputError(f"index has {index.ntotal} vectors but the table {len(table)} rows", path=p)
-        return cls(p, index, table, manifest)
+        stored = manifest.get("index") or {"spec": "flat", "options": {}}
+        spec = index or stored["spec"]
+        opts = options if index is not None else {**stored.get("options", {}), **options}
+        if (p / EMBEDDINGS_FILE).exists():
+            emb = np.load(p / EMBEDDINGS_FILE, mmap_mode="r")
+            if emb.ndim != 2 or len(emb) != len(table):
+                raise InputError(f"embeddings have shape {emb.shape} but the table {len(table)} rows", path=p)
+            idx = cached_index(p, emb, spec, **opts)
+        else:  # a database from before embeddings.npy: its flat FAISS index holds the vectors
+            import faiss
+
+            raw = faiss.read_index(str(p / LEGACY_INDEX_FILE))
+            emb = raw.reconstruct_n(0, raw.ntotal) if raw.ntotal else np.zeros((0, raw.d), np.float32)
+            idx = FaissIndex("Flat", None, index=raw) if index is None else cached_index(p, emb, spec, **opts)
+        if idx.size != len(table):
+            raise InputError(f"index has {idx.size} vectors but the table {len(table)} rows", path=p)
+        return cls(p, idx, table, manifest, emb)
+
+    def files(self) -> dict[str, str]:
+        """The files that define the database's contents (``{role: path}``), for recording their hashes.
+
+        The manifest and the embeddings (``index.faiss`` for databases from before ``embeddings.npy``);
+        a non-flat index is derived from the embeddings and not listed.
+        """
+        data = self.path / EMBEDDINGS_FILE
+        if data.exists():
+            return {"db_manifest": str(self.path / "manifest.json"), "db_embeddings": str(data)}
+        return {"db_manifest": str(self.path / "manifest.json"), "db_index": str(self.path / LEGACY_INDEX_FILE)}
 
     def search(self, queries: NDArray[np.float32], k: int) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-        """k most similar references: ``(Q, D)`` normalised queries → scores, indices ``(Q, k)``."""
-        k = min(k, len(self))
-        q = np.ascontiguousarray(queries, dtype=np.float32)
-        scores, idx = self.index.search(q, k)
-        return scores, idx.astype(np.int64)
+        """k most similar references: ``(Q, D)`` normalised queries → scores, indices ``(Q, k)``.
+
+        An approximate index may find fewer than ``k``: those slots hold ``-inf`` and ``-1``.
+        """
+        res = self.index.search(np.asarray(queries, dtype=np.float32), min(k, len(self)))
+        return res.scores, res.indices
 
     def farthest(self, queries: NDArray[np.float32], k: int) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-        """k least similar references (Img2Loc's negatives): scores ascending, indices ``(Q, k)``."""
-        k = min(k, len(self))
-        q = np.ascontiguousarray(-np.asarray(queries, dtype=np.float32))
-        scores, idx = self.index.search(q, k)
-        return -scores, idx.astype(np.int64)
+        """k least similar references (Img2Loc's negatives): scores ascending, indices ``(Q, k)``.
+
+        The nearest neighbours of the negated queries, through the same index.
+        """
+        res = self.index.search(-np.asarray(queries, dtype=np.float32), min(k, len(self)))
+        return -res.scores, res.indices
 
 
 def check_backbone(manifest: dict, backbone: Any, path: Path) -> None:
@@ -220,6 +259,26 @@ def check_backbone(manifest: dict, backbone: Any, path: Path) -> None:
             path=path,
             field="backbone",
         )
+
+
+def _check_index_spec(spec: str, options: dict[str, Any], dim: int) -> None:
+    """Refuse a bad index spec or option before hours of embedding, not after."""
+    from terraloc.search.hierarchical import BUILD_OPTIONS, SEARCH_OPTIONS
+    from terraloc.search.index import FLAT_OPTIONS, FaissIndex, check_options
+
+    if spec == "flat":
+        check_options(options, FLAT_OPTIONS, "flat index")
+    elif spec == "hierarchical":
+        check_options(options, BUILD_OPTIONS | SEARCH_OPTIONS, "hierarchical index")
+    else:
+        import faiss
+
+        check_options(options, FaissIndex.OPTIONS, f"FAISS index '{spec}'")
+        try:
+            faiss.index_factory(dim, spec, faiss.METRIC_INNER_PRODUCT)
+        except RuntimeError as exc:
+            msg = str(exc).strip().splitlines()[-1] if str(exc).strip() else "invalid"
+            raise InputError(f"not a valid FAISS factory string: {msg}", field="index") from None
 
 
 def write_skipped(path: str | Path, skipped: Sequence[tuple[str, str]]) -> None:
@@ -239,17 +298,25 @@ def build_database(
     batch_size: int = 16,
     workers: int = 2,
     engine: str = "local",
-    progress: bool = True,
+    progress: Callable[[int, int], None] | bool | None = True,
     places: bool = True,
     id_col: str | None = None,
     lat_col: str | None = None,
     lon_col: str | None = None,
+    index: str = "flat",
+    index_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Embed geotagged photos into a :class:`ReferenceDatabase` at ``out``; resumable.
 
     ``images`` is anything :func:`terraloc.inputs.read_photo_inputs` reads (a manifest with
     coordinates, or a folder/glob of EXIF-geotagged photos). ``out/skipped.csv`` lists what was
     left out, also when nothing was usable (then the error says so and suggests a manifest).
+
+    ``progress``: a ``(done, total)`` callback for the embedding, or ``True`` (default) to report
+    it to :mod:`terraloc.progress` (the front end's bar), ``False``/``None`` for silence. ``index``
+    (with ``index_options``) is the search index the database is searched with by default: ``flat``
+    (exact), ``hierarchical`` or a FAISS factory string (``IVF1024,Flat`` with
+    ``{"params": "nprobe=16"}``); a non-flat index is built here and saved under ``indexes/``.
 
     Returns a summary: ``n`` included, ``skipped`` list, ``resumed_shards``, ``seconds``.
     """
@@ -261,6 +328,7 @@ def build_database(
         manifest = json.loads(man_path.read_text())
         check_backbone(manifest, backbone, out)
         raise InputError("a complete database already exists here (delete the folder to rebuild)", path=out)
+    _check_index_spec(index, index_options or {}, int(backbone.dim))
     try:
         photos, skipped = read_geotagged(images, id_col=id_col, lat_col=lat_col, lon_col=lon_col)
     except NoPhotosError as exc:
@@ -298,7 +366,9 @@ def build_database(
     def advance(n: int) -> None:
         nonlocal done
         done += n
-        if progress:
+        if callable(progress):
+            progress(done, len(photos))
+        elif progress:
             report(what, done, len(photos))
 
     for s in range(n_shards):
@@ -320,7 +390,7 @@ def build_database(
         err_arr = np.array([errors.get(i, "") for i in range(hi - lo)], dtype=object).astype(str)
         with atomic_write(shard_path, "wb") as fh:
             np.savez(fh, emb=emb, ok=ok, errors=err_arr)
-    if progress:
+    if progress and not callable(progress):
         from terraloc.progress import finish
 
         finish(what)
@@ -355,13 +425,12 @@ def build_database(
         table["city"] = [p.city for p in pl]
         table["admin1"] = [p.admin1 for p in pl]
         table["country"] = [p.country for p in pl]
-    emb = emb[ok]
-    import faiss
+    emb = np.ascontiguousarray(emb[ok], dtype=np.float32)
+    with atomic_write(out / EMBEDDINGS_FILE, "wb") as fh:
+        np.save(fh, emb)
+    from terraloc.search.index import cached_index
 
-    index = _flat_index(emb)
-    tmp_index = out / ".index.faiss.tmp"
-    faiss.write_index(index, str(tmp_index))
-    tmp_index.replace(out / "index.faiss")
+    cached_index(out, emb, index, **(index_options or {}))  # validates the spec; saves a non-flat index
     with atomic_write(out / "table.parquet", "wb") as fh:
         table.to_parquet(fh, index=False)
     write_skipped(out / "skipped.csv", skipped)
@@ -372,6 +441,7 @@ def build_database(
         "skipped": len(skipped),
         "source": source,
         "metric": "inner product of L2-normalised float32 embeddings",
+        "index": {"spec": index, "options": dict(index_options or {})},
         "complete": True,
     }
     atomic_write_text(man_path, json.dumps(manifest, indent=2))

@@ -11,6 +11,7 @@ training GPS, gallery = training coordinates) is trained on the same shards.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +24,12 @@ from terraloc.evaluate.metrics import evaluate
 from terraloc.evaluate.predictions import Predictions
 from terraloc.geo.distance import haversine_km
 from terraloc.geo.s2partition import GEOSURGE_TAU_MAX, GEOSURGE_TAU_MIN, S2Partition, scale_taus
+from terraloc.models.geoclip import GeoClipModel
 from terraloc.models.geosurge import GeoSurgeHead, Refiner
-from terraloc.train.objectives import GeoClipModel, GeoClipObjective, build_geosurge_objective
+from terraloc.train.objectives import GeoClipObjective, build_geosurge_objective
 from terraloc.train.shards import ShardSet
 from terraloc.train.synthetic import World, WorldSpec, build_world
-from terraloc.train.trainer import TrainConfig, fit
+from terraloc.train.trainer import ProgressFn, TrainConfig, fit
 
 #: Partition geometries. "mp16" (the default): the paper's thresholds scaled to the training
 #: sample (``scale_taus``: tau * n / 4.72M, tau_min 1), i.e. the same cells as the MP-16
@@ -88,16 +90,25 @@ def _score(name: str, ids: list[str], truth: np.ndarray, pred: np.ndarray) -> di
 
 
 def run_bench(
-    quick: bool = False, root: Path | None = None, progress: bool = False, log: Any = None, geometry: str = "mp16"
+    quick: bool = False,
+    root: Path | None = None,
+    progress: ProgressFn | None = None,
+    log: Any = None,
+    geometry: str = "mp16",
+    build_progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Run the ablation; returns the ``--json`` object (all accuracies on SYNTHETIC data)."""
+    """Run the ablation; returns the ``--json`` object (all accuracies on SYNTHETIC data).
+
+    ``progress`` is handed to every :func:`~terraloc.train.trainer.fit` of the heads compared;
+    ``build_progress(done, total)`` reports the synthetic world's first build.
+    """
     from terraloc.config import home_dir
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     say = log or (lambda *_: None)
     root = root or home_dir() / "synthetic"
     t_start = time.perf_counter()
-    world: World = build_world(root, WorldSpec(), progress=progress)
+    world: World = build_world(root, WorldSpec(), progress=build_progress)
     train, val, test = ShardSet(world.train), ShardSet(world.val), ShardSet(world.test)
     test_ids, test_ll, test_emb = _read_all(test)
     train_coords = train.coords()
@@ -133,11 +144,11 @@ def run_bench(
             epochs=epochs,
             max_steps=max_steps,
             lr=1e-3,
-            progress=progress,
+            progress=progress is not None,
             tensorboard=False,
             seed=0,
         )
-        res = fit(obj, train, val, cfg)
+        res = fit(obj, train, val, cfg, progress=progress)
         say(f"{k} level(s): {res.steps} steps, {res.samples_per_s:.0f} samples/s, history {res.history}")
         head = GeoSurgeHead(obj.model, part, Refiner(part, ref_ll, ref_emb))
         t0 = time.perf_counter()
@@ -154,7 +165,7 @@ def run_bench(
         if k == n_levels and k > 1:
             # Diagnostic: the same 7-level model scored with its finest level alone (separates what
             # multi-level *training* does to the leaf table from what the *sum of levels* does).
-            only_leaf = head.leaf_log_scores_levels(torch.from_numpy(test_emb), [k - 1]).argmax(-1).numpy()
+            only_leaf = head.leaf_log_scores(torch.from_numpy(test_emb), [k - 1]).argmax(-1).numpy()
             leaf_acc[f"{k}_finest_level_only"] = round(100 * float(np.mean(only_leaf == true_leaf)), 2)
             ll_only = head.refiner.refine(test_emb, only_leaf, part.centers[-1][only_leaf])  # type: ignore[union-attr]
             finest_only_json = _score(f"synthetic-test-{k}-levels-finest-only", test_ids, test_ll, ll_only)
@@ -178,9 +189,14 @@ def run_bench(
 
     gobj.set_location_cache(ref_ll, cached_location_features(ref_ll, root))
     gcfg = TrainConfig(
-        out_dir=out_root / "geoclip", epochs=epochs, max_steps=max_steps, lr=1e-3, progress=progress, tensorboard=False
+        out_dir=out_root / "geoclip",
+        epochs=epochs,
+        max_steps=max_steps,
+        lr=1e-3,
+        progress=progress is not None,
+        tensorboard=False,
     )
-    gres = fit(gobj, train, val, gcfg)
+    gres = fit(gobj, train, val, gcfg, progress=progress)
     gobj._gallery = torch.from_numpy(cached_location_features(ref_ll, root))
     gpred = gobj.predict(test_emb)
     geoclip_json = _score("synthetic-test-geoclip-head", test_ids, test_ll, gpred)

@@ -8,7 +8,8 @@ loss, validates, and saves/loads its own checkpoint payload. Both are ``nn.Modul
 from __future__ import annotations
 
 import json
-import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,9 @@ from torch import Tensor, nn
 from terraloc.errors import InputError
 from terraloc.geo.distance import haversine_km
 from terraloc.geo.s2partition import S2Partition
-from terraloc.models.geosurge import GeoSurge, GeoSurgeConfig, checkpoint_payload
+from terraloc.models.geoclip import CHECKPOINT_FORMAT as GEOCLIP_CHECKPOINT_FORMAT
+from terraloc.models.geoclip import GeoClipModel, upgrade_state_dict
+from terraloc.models.geosurge import GeoSurge, GeoSurgeConfig, GeoSurgeHead, checkpoint_payload
 from terraloc.train.distributed import DistInfo, local_slice
 from terraloc.train.shards import Batch, ShardSet
 
@@ -40,7 +43,6 @@ class GeoSurgeObjective(nn.Module):
     """
 
     kind = "geosurge"
-    ancestry: Tensor
 
     def __init__(self, model: GeoSurge, partition: S2Partition, mode: str = "inbatch") -> None:
         super().__init__()
@@ -51,7 +53,6 @@ class GeoSurgeObjective(nn.Module):
         self.model = model
         self.partition = partition
         self.mode = mode
-        self.register_buffer("ancestry", torch.as_tensor(partition.ancestry, dtype=torch.int64), persistent=False)
 
     def identity(self) -> dict[str, Any]:
         """What a checkpoint must match to be resumed or loaded into this objective."""
@@ -77,13 +78,14 @@ class GeoSurgeObjective(nn.Module):
         self.model.eval()
         tot, n, dists = 0.0, 0, []
         centers = self.partition.centers[-1]
+        head = GeoSurgeHead(self.model, self.partition)  # the prediction head's scoring, on the current weights
         for b in val.batches(batch_size, shuffle=False, drop_last=False):
             x = torch.from_numpy(b.emb).to(self.model.log_temperature.dtype)
             labels = torch.from_numpy(self.partition.assign(b.latlon))
             loss, _ = self.model.loss(x, labels, "full")
             tot += float(loss) * len(b)
             n += len(b)
-            leaf = self.model.leaf_log_scores(x, self.ancestry).argmax(-1).numpy()
+            leaf = head.leaf_log_scores(x).argmax(-1).numpy()
             dists.append(haversine_km(centers[leaf], b.latlon))
         self.model.train()
         acc = _accuracy(np.concatenate(dists)) if dists else {}
@@ -100,40 +102,6 @@ class GeoSurgeObjective(nn.Module):
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         pass
-
-
-class GeoClipModel(nn.Module):
-    """GeoCLIP's trainable parts: image MLP (D_in→768→512), location encoder, logit scale."""
-
-    def __init__(self, input_dim: int = 768, pretrained: bool = False) -> None:
-        super().__init__()
-        from terraloc.encoders.location import LocationEncoder
-
-        self.input_dim = input_dim
-        self.image_mlp = nn.Sequential(nn.Linear(input_dim, 768), nn.ReLU(), nn.Linear(768, 512))
-        self.location = LocationEncoder()
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
-        if pretrained:
-            self.load_pretrained()
-
-    def load_pretrained(self) -> None:
-        """Initialise from GeoCLIP's published weights (image MLP needs ``input_dim == 768``)."""
-        from terraloc.encoders.geoclip_assets import geoclip_asset
-
-        if self.input_dim != 768:
-            raise InputError(f"GeoCLIP's pretrained image MLP takes 768-d inputs, shards have {self.input_dim}")
-        self.image_mlp.load_state_dict(torch.load(geoclip_asset("image_mlp"), map_location="cpu", weights_only=True))
-        self.location.load_state_dict(
-            torch.load(geoclip_asset("location_encoder"), map_location="cpu", weights_only=True)
-        )
-        with torch.no_grad():
-            self.logit_scale.copy_(torch.load(geoclip_asset("logit_scale"), map_location="cpu", weights_only=True))
-
-    def image_features(self, x: Tensor) -> Tensor:
-        return F.normalize(self.image_mlp(x), dim=-1)
-
-    def gps_features(self, latlon: Tensor) -> Tensor:
-        return F.normalize(self.location(latlon), dim=-1)
 
 
 class GeoClipObjective(nn.Module):
@@ -268,14 +236,14 @@ class GeoClipObjective(nn.Module):
 
     def payload(self, extra: dict[str, Any]) -> dict[str, Any]:
         return {
-            "format": "terraloc-geoclip-train-v1",
+            "format": GEOCLIP_CHECKPOINT_FORMAT,
             "identity": json.dumps(self.identity()),
             "model": self.model.state_dict(),
             **extra,
         }
 
     def load_payload(self, payload: dict[str, Any]) -> None:
-        self.model.load_state_dict(payload["model"], strict=True)
+        self.model.load_state_dict(upgrade_state_dict(payload["model"]), strict=True)
 
     def extra_state(self) -> dict[str, Any]:
         return {"queue": self.queue.clone(), "queue_filled": self.queue_filled, "queue_ptr": self.queue_ptr}
@@ -294,3 +262,70 @@ def build_geosurge_objective(
         input_dim=input_dim, level_sizes=tuple(partition.sizes), embed_dim=embed_dim, proj_hidden=proj_hidden
     )
     return GeoSurgeObjective(GeoSurge(cfg), partition, mode)
+
+
+def build_objective(
+    kind: str,
+    train: ShardSet,
+    *,
+    val: ShardSet | None = None,
+    seed: int = 0,
+    partition: S2Partition | str | Path | None = None,
+    tau_max: Sequence[int] | None = None,
+    tau_min: int | None = None,
+    levels: int = 0,
+    loss: str = "inbatch",
+    proj_hidden: int = 0,
+    queue_size: int = 4096,
+    pretrained: bool = False,
+    freeze_location: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> GeoSurgeObjective | GeoClipObjective:
+    """The objective ``terraloc train KIND`` trains (``"geosurge"``, ``"geoclip"`` or ``"g3"``), seeded with ``seed``.
+
+    GeoSURGE: the ``partition`` (an :class:`S2Partition` or its ``.npz``), else one built from the
+    training coordinates with ``tau_max`` / ``tau_min`` (each defaulting to the paper's MP-16 values
+    scaled to the row count; the scaled taus are reported through ``log``); ``levels`` keeps only
+    the finest N levels (0 = all). GeoCLIP: the
+    image MLP, location encoder and logit scale (``pretrained``: GeoCLIP's published weights;
+    ``freeze_location``: the location encoder is not trained), with the training coordinates as
+    validation gallery when ``val`` is given. G3: :func:`terraloc.train.g3.build_g3_objective`.
+
+    Raises:
+        InputError: unknown kind, or ``levels`` outside ``1..n_levels``.
+    """
+    from terraloc.geo.s2partition import GEOSURGE_TAU_MAX, GEOSURGE_TAU_MIN, scale_taus
+
+    torch.manual_seed(seed)
+    if kind == "geosurge":
+        if isinstance(partition, S2Partition):
+            part = partition
+        elif partition is not None:
+            part = S2Partition.load(partition)
+        else:
+            coords = train.coords()
+            scaled_max, scaled_min = scale_taus(len(coords), GEOSURGE_TAU_MAX, GEOSURGE_TAU_MIN)
+            tmin = scaled_min if tau_min is None else tau_min
+            tmax = scaled_max if tau_max is None else tuple(tau_max)
+            if tau_max is None and log is not None:
+                log(
+                    f"geocells: MP-16 thresholds scaled to {len(coords):,} photos: tau_max {list(tmax)}, "
+                    f"tau_min {tmin} (set --tau-max/--tau-min to choose)"
+                )
+            part = S2Partition.build(coords, tmax, tmin, source=str(train.path))
+        if levels:
+            if not 1 <= levels <= part.n_levels:
+                raise InputError(f"must be in 1..{part.n_levels}", field="--levels")
+            part = part.select_levels(range(part.n_levels - levels, part.n_levels))
+        torch.manual_seed(seed)
+        return build_geosurge_objective(part, train.dim, mode=loss, proj_hidden=proj_hidden)
+    if kind == "geoclip":
+        obj = GeoClipObjective(GeoClipModel(train.dim, pretrained=pretrained), queue_size, freeze_location)
+        if val is not None:
+            obj.set_gallery(train.coords())
+        return obj
+    if kind == "g3":
+        from terraloc.train.g3 import build_g3_objective
+
+        return build_g3_objective(train, val)  # type: ignore[return-value]
+    raise InputError(f"unknown objective '{kind}' (geosurge, geoclip or g3)", field="OBJECTIVE")

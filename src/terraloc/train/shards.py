@@ -65,7 +65,7 @@ class ShardWriter:
         out_dir: the shard folder.
         dim: embedding width.
         shard_rows: rows per shard.
-        meta: extra manifest entries (e.g. ``{"synthetic": true, "embedding_model": ...}``).
+        meta: extra manifest entries (e.g. ``{"synthetic": true, "backbone": {"id", "hash", "dim"}}``).
     """
 
     out_dir: Path
@@ -172,6 +172,24 @@ class ShardSet:
         self.rows = [int(s["rows"]) for s in self.manifest["shards"]]
         for f in self.shards:
             self._check_schema(f)
+
+    @property
+    def backbone(self) -> dict[str, Any] | None:
+        """``{"id", "hash", "dim"}`` of the backbone that made these embeddings, or ``None`` if unrecorded.
+
+        Read from the manifest's ``backbone`` entry (or, for folders written before it existed,
+        from ``embedding_model`` / ``weights_hash``).
+        """
+        from terraloc.models.provenance import backbone_record
+
+        rec = self.manifest.get("backbone")
+        if rec is None and self.manifest.get("embedding_model"):
+            rec = {
+                "id": self.manifest["embedding_model"],
+                "hash": self.manifest.get("weights_hash", ""),
+                "dim": self.dim,
+            }
+        return backbone_record(rec)
 
     @property
     def n_rows(self) -> int:

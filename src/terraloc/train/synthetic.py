@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -55,16 +56,6 @@ class WorldSpec:
         return "synthetic-v{}-{}".format(WORLD_VERSION, "-".join(f"{v}" for v in asdict(self).values()))
 
 
-def load_mp16_coords() -> NDArray[np.float64]:
-    """GeoCLIP's 100K MP-16 coordinates ``(100000, 2)`` degrees (float64)."""
-    import pandas as pd
-
-    from terraloc.encoders.geoclip_assets import geoclip_asset
-
-    df = pd.read_csv(geoclip_asset("gps_gallery"))
-    return df[["LAT", "LON"]].to_numpy(dtype=np.float64)
-
-
 def _rotation(a: NDArray[np.float64], b: NDArray[np.float64]) -> NDArray[np.float64]:
     """3x3 rotation taking unit vector ``a`` to unit vector ``b`` (Rodrigues)."""
     v = np.cross(a, b)
@@ -74,26 +65,27 @@ def _rotation(a: NDArray[np.float64], b: NDArray[np.float64]) -> NDArray[np.floa
 
 
 def location_features(
-    coords: NDArray[np.float64], batch_size: int = 4096, progress: bool = False
+    coords: NDArray[np.float64], batch_size: int = 4096, progress: Callable[[int, int], None] | None = None
 ) -> NDArray[np.float32]:
-    """Normalised GeoCLIP location features ``(N, 512)`` of ``(N, 2)`` degrees (float32 input)."""
+    """Normalised GeoCLIP location features ``(N, 512)`` of ``(N, 2)`` degrees (float32 input).
+
+    ``progress(done, total)`` is called after every batch.
+    """
     from terraloc.encoders import load_location_encoder
 
     enc = load_location_encoder("geoclip")
     x = torch.from_numpy(np.asarray(coords, dtype=np.float32))
     out = np.zeros((len(x), 512), dtype=np.float32)
-    from rich.progress import Progress
-
-    with Progress(disable=not progress, transient=True) as bar, torch.no_grad():
-        task = bar.add_task("location features (synthetic world)", total=len(x))
+    with torch.no_grad():
         for s in range(0, len(x), batch_size):
             out[s : s + batch_size] = enc.encode(x[s : s + batch_size]).numpy()
-            bar.advance(task, min(batch_size, len(x) - s))
+            if progress is not None:
+                progress(min(s + batch_size, len(x)), len(x))
     return out
 
 
 def cached_location_features(
-    coords: NDArray[np.float64], cache_dir: Path, progress: bool = False
+    coords: NDArray[np.float64], cache_dir: Path, progress: Callable[[int, int], None] | None = None
 ) -> NDArray[np.float32]:
     """:func:`location_features` cached as ``.npy`` keyed by the coordinates' hash."""
     import hashlib
@@ -113,7 +105,7 @@ def cached_location_features(
 
 
 def synthesize(
-    coords: NDArray[np.float64], loc_feats: NDArray[np.float32], spec: WorldSpec, progress: bool = False
+    coords: NDArray[np.float64], loc_feats: NDArray[np.float32], spec: WorldSpec
 ) -> tuple[NDArray[np.float32], dict[str, Any]]:
     """Synthetic "visual" embeddings ``(N, dim)`` for coordinates with known location features."""
     rng = np.random.default_rng(spec.seed)
@@ -132,7 +124,7 @@ def synthesize(
         if inside.size:
             rot = _rotation(xyz[b], xyz[a])
             moved = from_unit_vectors(xyz[inside] @ rot.T)
-            fz = location_features(moved, progress=False)
+            fz = location_features(moved)
             z[inside] = (1 - spec.confusable_mix) * z[inside] + spec.confusable_mix * fz
         regions.append({"a": coords[a].tolist(), "b": coords[b].tolist(), "n_confused": int(inside.size)})
     z /= np.linalg.norm(z, axis=1, keepdims=True)
@@ -167,15 +159,20 @@ class World:
         return self.path / "test"
 
 
-def build_world(root: Path, spec: WorldSpec | None = None, progress: bool = False) -> World:
-    """Build (or reuse) the synthetic world under ``root/<spec key>``; atomic by folder rename."""
+def build_world(root: Path, spec: WorldSpec | None = None, progress: Callable[[int, int], None] | None = None) -> World:
+    """Build (or reuse) the synthetic world under ``root/<spec key>``; atomic by folder rename.
+
+    ``progress(done, total)`` reports the location features of the 100K coordinates (the slow part).
+    """
     spec = spec or WorldSpec()
     final = Path(root) / spec.key()
     if (final / "world.json").exists():
         return World(final, spec, json.loads((final / "world.json").read_text()))
-    coords = load_mp16_coords()
+    from terraloc.search.gallery import geoclip_gallery_coords
+
+    coords = geoclip_gallery_coords()
     feats = cached_location_features(coords, Path(root), progress=progress)
-    emb, info = synthesize(coords, feats, spec, progress)
+    emb, info = synthesize(coords, feats, spec)
     perm = np.random.default_rng(spec.seed + 1).permutation(len(coords))
     test_idx = perm[: spec.n_test]
     val_idx = perm[spec.n_test : spec.n_test + spec.n_val]
@@ -185,6 +182,8 @@ def build_world(root: Path, spec: WorldSpec | None = None, progress: bool = Fals
         shutil.rmtree(tmp)
     meta = {
         "synthetic": True,
+        # no image backbone made these: a checkpoint trained on them refuses every real backbone
+        "backbone": {"id": f"synthetic:{spec.key()}", "hash": "", "dim": spec.dim},
         "world": spec.key(),
         "note": "SYNTHETIC embeddings: f(GeoCLIP location features) + noise",
     }

@@ -87,8 +87,9 @@ def _fit_rate(obj: Any, train: ShardSet, out: Path, steps: int, optimizer: str =
 
 def run_throughput(world_train: Path, work: Path, steps: int = 12, log: Any = None) -> dict[str, Any]:
     """Measure; returns the ``--json`` object (see the module docstring)."""
+    from terraloc.models.geoclip import GeoClipModel
     from terraloc.train.ablation import bench_taus
-    from terraloc.train.objectives import GeoClipModel, GeoClipObjective, build_geosurge_objective
+    from terraloc.train.objectives import GeoClipObjective, build_geosurge_objective
 
     say = log or (lambda *_: None)
     train = ShardSet(world_train)

@@ -4,7 +4,7 @@ AdamW (lr 1e-4, weight decay 1e-4), step decay (gamma 0.5 after every epoch), ea
 after ``patience`` epochs without a lower validation loss, fixed seeds, checkpoints every
 ``checkpoint_every`` steps and at every epoch end (``last.pt``; the best epoch is ``best.pt``),
 exact resume (the data order depends only on ``(seed, epoch)``, the loop skips the batches a
-checkpoint already consumed), a Rich progress bar, ``metrics.csv`` and TensorBoard events.
+checkpoint already consumed), a progress callback, ``metrics.csv`` and TensorBoard events.
 Under ``torchrun`` the objective is wrapped in ``DistributedDataParallel``; only rank 0 writes.
 """
 
@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,16 @@ from terraloc.io import atomic_write, atomic_write_text
 from terraloc.train.distributed import DistInfo, barrier, init
 from terraloc.train.optim import make_optimizer
 from terraloc.train.shards import ShardSet
+
+ProgressFn = Callable[[int, int, int, int, float | None], None]
+"""``progress(epoch, epochs, step, steps_per_epoch, loss)``; see :func:`fit`."""
+
+
+def report_progress(epoch: int, epochs: int, step: int, steps: int, loss: float | None) -> None:
+    """A :data:`ProgressFn` that reports each epoch as a task to :mod:`terraloc.progress` (the front end's bar)."""
+    from terraloc.progress import report
+
+    report(f"training epoch {epoch + 1}/{epochs}", step, steps)
 
 
 @dataclass
@@ -112,8 +123,13 @@ def fit(
     val: ShardSet | None,
     cfg: TrainConfig,
     info: DistInfo | None = None,
+    progress: ProgressFn | None = None,
 ) -> TrainResult:
     """Train ``objective`` (a :class:`GeoSurgeObjective` or :class:`GeoClipObjective`).
+
+    ``progress(epoch, epochs, step, steps_per_epoch, loss)`` is called on rank 0 (when
+    ``cfg.progress``) at the start of every epoch (``loss`` ``None``, ``step`` the batches a resumed
+    checkpoint already consumed) and after every step; ``epoch`` counts from 0.
 
     Raises:
         InputError: the output folder holds a run (without ``resume``), or a checkpoint made with
@@ -127,6 +143,17 @@ def fit(
     ident = {"objective": objective.identity(), "train": cfg.identity(), "shard_dim": train.dim}  # type: ignore[operator]
     if val is not None and val.dim != train.dim:
         raise InputError(f"validation shards have dim {val.dim}, training shards {train.dim}", path=val.path)
+    backbone = train.backbone
+    other = val.backbone if val is not None else None
+    if (
+        other is not None
+        and backbone is not None
+        and (other["id"], other["hash"]) != (backbone["id"], backbone["hash"])
+    ):
+        raise InputError(
+            f"validation shards come from backbone '{other['id']}', training shards from '{backbone['id']}'",
+            path=val.path if val is not None else None,
+        )
     model_dim = getattr(getattr(objective, "model", None), "cfg", None)
     in_dim = model_dim.input_dim if model_dim is not None else getattr(objective.model, "input_dim", train.dim)  # type: ignore[union-attr]
     if in_dim != train.dim:
@@ -197,6 +224,8 @@ def fit(
         payload = objective.payload(  # type: ignore[operator]
             {
                 "run_identity": json.dumps(ident),
+                # the backbone the training embeddings came from (prediction refuses another)
+                "backbone": json.dumps(backbone),
                 "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict(),
                 "train_state": st,
@@ -212,110 +241,103 @@ def fit(
 
     writer = None
     if cfg.tensorboard and info.is_main:
+        from terraloc.extras import require
+
+        require("tensorboard", "train")
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(out / "tensorboard"))
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    def report(epoch: int, step: int, loss: float | None) -> None:
+        if progress is not None and cfg.progress and info.is_main:
+            progress(epoch, cfg.epochs, step, steps_per_epoch, loss)
 
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[info]}"),
-        disable=not (cfg.progress and info.is_main),
-        transient=True,
-    )
     train_time, train_samples, steps_timed = 0.0, 0, 0
     first_step = (0.0, 0)
     objective.train()
     stopped_by_limit = False
-    with progress:
-        while state["epoch"] < cfg.epochs and not state["stopped"] and not stopped_by_limit:
-            epoch = int(state["epoch"])
-            task = progress.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=steps_per_epoch, info="")
-            skip = int(state["step_in_epoch"])
-            progress.update(task, completed=skip)
-            t_read = time.perf_counter()
-            for i, batch in enumerate(train.batches(cfg.batch_size, seed=cfg.seed, epoch=epoch)):
-                if i < skip:
-                    t_read = time.perf_counter()
-                    continue
-                t0 = time.perf_counter()
-                read_s = t0 - t_read
-                inputs = tuple(
-                    t.to(dtype) if t.is_floating_point() else t
-                    for t in objective.prepare(batch, info)  # type: ignore[operator]
-                )
-                loss = wrapped(*inputs)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                # Throughput counts shard reading + labels + forward/backward + optimiser of every
-                # step but this process's first (one-off allocations; counted only if it is the
-                # only one); checkpoints and validation are excluded.
-                step_s = time.perf_counter() - t0 + read_s
-                if steps_timed == 0:
-                    first_step = (step_s, len(batch))
-                else:
-                    train_time += step_s
-                    train_samples += len(batch)
-                steps_timed += 1
-                last_loss = float(loss.detach())
-                state["loss_sum"] += last_loss
-                state["loss_n"] += 1
-                state["step_in_epoch"] = i + 1
-                state["global_step"] += 1
-                gs = int(state["global_step"])
-                progress.update(task, advance=1, info=f"loss {last_loss:.3f}")
-                if writer is not None and gs % cfg.log_every == 0:
-                    writer.add_scalar("train/loss", last_loss, gs)
-                if cfg.checkpoint_every and gs % cfg.checkpoint_every == 0 and state["step_in_epoch"] < steps_per_epoch:
-                    save(last)
-                    barrier(info)
-                    if cfg.kill_at_step and gs == cfg.kill_at_step:
-                        os.kill(os.getpid(), signal.SIGKILL)
-                if cfg.max_steps and gs >= cfg.max_steps:
-                    stopped_by_limit = True
-                    break
+    while state["epoch"] < cfg.epochs and not state["stopped"] and not stopped_by_limit:
+        epoch = int(state["epoch"])
+        skip = int(state["step_in_epoch"])
+        report(epoch, skip, None)
+        t_read = time.perf_counter()
+        for i, batch in enumerate(train.batches(cfg.batch_size, seed=cfg.seed, epoch=epoch)):
+            if i < skip:
                 t_read = time.perf_counter()
-            progress.remove_task(task)
-            if stopped_by_limit and state["step_in_epoch"] < steps_per_epoch:
+                continue
+            t0 = time.perf_counter()
+            read_s = t0 - t_read
+            inputs = tuple(
+                t.to(dtype) if t.is_floating_point() else t
+                for t in objective.prepare(batch, info)  # type: ignore[operator]
+            )
+            loss = wrapped(*inputs)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            # Throughput counts shard reading + labels + forward/backward + optimiser of every
+            # step but this process's first (one-off allocations; counted only if it is the
+            # only one); checkpoints and validation are excluded.
+            step_s = time.perf_counter() - t0 + read_s
+            if steps_timed == 0:
+                first_step = (step_s, len(batch))
+            else:
+                train_time += step_s
+                train_samples += len(batch)
+            steps_timed += 1
+            last_loss = float(loss.detach())
+            state["loss_sum"] += last_loss
+            state["loss_n"] += 1
+            state["step_in_epoch"] = i + 1
+            state["global_step"] += 1
+            gs = int(state["global_step"])
+            report(epoch, i + 1, last_loss)
+            if writer is not None and gs % cfg.log_every == 0:
+                writer.add_scalar("train/loss", last_loss, gs)
+            if cfg.checkpoint_every and gs % cfg.checkpoint_every == 0 and state["step_in_epoch"] < steps_per_epoch:
                 save(last)
                 barrier(info)
+                if cfg.kill_at_step and gs == cfg.kill_at_step:
+                    os.kill(os.getpid(), signal.SIGKILL)
+            if cfg.max_steps and gs >= cfg.max_steps:
+                stopped_by_limit = True
                 break
-            train_loss = state["loss_sum"] / state["loss_n"] if state["loss_n"] else float("nan")
-            metrics = objective.validate(val) if val is not None else {"val_loss": train_loss}  # type: ignore[operator]
-            row = {
-                "epoch": epoch + 1,
-                "step": int(state["global_step"]),
-                "lr": opt.param_groups[0]["lr"],
-                "train_loss": train_loss,
-                **metrics,
-            }
-            history.append(row)
-            sched.step()
-            state["epoch"] = epoch + 1
-            state["step_in_epoch"] = 0
-            state["loss_sum"], state["loss_n"] = 0.0, 0
-            improved = metrics["val_loss"] < state["best_val"]
-            if improved:
-                state["best_val"], state["best_epoch"], state["bad_epochs"] = metrics["val_loss"], epoch + 1, 0
-            else:
-                state["bad_epochs"] += 1
-                if state["bad_epochs"] >= cfg.patience:
-                    state["stopped"] = True
-            if improved:
-                save(out / "best.pt")
+            t_read = time.perf_counter()
+        if stopped_by_limit and state["step_in_epoch"] < steps_per_epoch:
             save(last)
-            if info.is_main:
-                _write_metrics_csv(out / "metrics.csv", history)
-                if writer is not None:
-                    for k, v in row.items():
-                        if k not in ("epoch", "step"):
-                            writer.add_scalar(f"epoch/{k}", v, epoch + 1)
             barrier(info)
+            break
+        train_loss = state["loss_sum"] / state["loss_n"] if state["loss_n"] else float("nan")
+        metrics = objective.validate(val) if val is not None else {"val_loss": train_loss}  # type: ignore[operator]
+        row = {
+            "epoch": epoch + 1,
+            "step": int(state["global_step"]),
+            "lr": opt.param_groups[0]["lr"],
+            "train_loss": train_loss,
+            **metrics,
+        }
+        history.append(row)
+        sched.step()
+        state["epoch"] = epoch + 1
+        state["step_in_epoch"] = 0
+        state["loss_sum"], state["loss_n"] = 0.0, 0
+        improved = metrics["val_loss"] < state["best_val"]
+        if improved:
+            state["best_val"], state["best_epoch"], state["bad_epochs"] = metrics["val_loss"], epoch + 1, 0
+        else:
+            state["bad_epochs"] += 1
+            if state["bad_epochs"] >= cfg.patience:
+                state["stopped"] = True
+        if improved:
+            save(out / "best.pt")
+        save(last)
+        if info.is_main:
+            _write_metrics_csv(out / "metrics.csv", history)
+            if writer is not None:
+                for k, v in row.items():
+                    if k not in ("epoch", "step"):
+                        writer.add_scalar(f"epoch/{k}", v, epoch + 1)
+        barrier(info)
     if writer is not None:
         writer.close()
     if steps_timed == 1:

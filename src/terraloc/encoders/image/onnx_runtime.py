@@ -19,8 +19,6 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from terraloc.errors import MissingResourceError
-
 
 class _Features(torch.nn.Module):
     """Wrap ``backbone.features`` as a module's ``forward`` (what the exporter traces)."""
@@ -38,6 +36,10 @@ def export_features(backbone: Any, path: str | Path, image_size: int) -> Path:
 
     The batch dimension is dynamic; ``image_size`` ``S`` is fixed (positional embeddings depend on it).
     """
+    from terraloc.extras import require
+
+    require("onnx", "onnx")
+    require("onnxscript", "onnx")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     example = torch.zeros(2, 3, image_size, image_size)
@@ -75,10 +77,9 @@ class OnnxFeatures:
     """``features(pixels)`` backed by an ONNX Runtime CPU session (same contract as the backbone's)."""
 
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise MissingResourceError("onnxruntime is not installed (pip install 'terraloc[onnx]')") from None
+        from terraloc.extras import require
+
+        ort = require("onnxruntime", "onnx")
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or torch.get_num_threads()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

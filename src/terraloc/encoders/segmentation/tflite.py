@@ -106,7 +106,9 @@ class TFLiteADE20KSegmenter:
         self.labels = read_tflite_labels(labels)
         self.model_path = model
         self.weights_hash = file_sha256(model)
-        from ai_edge_litert.interpreter import Interpreter
+        from terraloc.extras import require
+
+        Interpreter = require("ai_edge_litert.interpreter", "segment").Interpreter
 
         threads = num_threads or min(4, os.cpu_count() or 1)
         from terraloc.quiet import native_stderr_filtered
