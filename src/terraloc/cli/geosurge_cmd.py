@@ -10,7 +10,6 @@ import typer
 from rich.table import Table
 
 from terraloc.cli.app import app, bench_app, err_console, out_console
-from terraloc.config import DEFAULT_BACKBONE
 from terraloc.errors import InputError
 
 
@@ -207,43 +206,6 @@ def train_command(
             )
     finally:
         distributed.shutdown(info)
-
-
-@app.command("embed")
-def embed_command(
-    photos: Annotated[
-        str,
-        typer.Option(
-            "--photos",
-            help="Geotagged photos: a CSV/Parquet manifest (path or id + lat/lon columns; paths relative to it) "
-            "or a folder or glob of photos with EXIF GPS.",
-        ),
-    ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Shard folder to write.")],
-    backbone: Annotated[
-        str, typer.Option("--backbone", help="Image backbone spec (the same default as `terraloc predict`).")
-    ] = DEFAULT_BACKBONE,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per backbone call.")] = 32,
-    shard_rows: Annotated[int, typer.Option("--shard-rows", help="Rows per shard file.")] = 16384,
-    workers: Annotated[int, typer.Option(help="Decoding threads.")] = 2,
-    id_col: Annotated[str | None, typer.Option(help="Manifest id column (default: the path column).")] = None,
-    lat_col: Annotated[str | None, typer.Option(help="Manifest latitude column (default: detected).")] = None,
-    lon_col: Annotated[str | None, typer.Option(help="Manifest longitude column (default: detected).")] = None,
-    engine: Annotated[str, typer.Option("--engine", help="Embedding engine: local or ray (Ray Data).")] = "local",
-) -> None:
-    """Embed geotagged photos with a backbone and write training shards (bad images are skipped).
-
-    The shard manifest records the backbone; checkpoints trained on the shards refuse any other.
-    """
-    from terraloc.train.embed import embed_to_shards
-
-    n, errors = embed_to_shards(
-        photos, out, backbone, batch_size=batch_size, shard_rows=shard_rows, id_col=id_col, workers=workers,
-        lat_col=lat_col, lon_col=lon_col, engine=engine,
-    )  # fmt: skip
-    for e in errors:
-        err_console.print(f"skipped: {e}", markup=False)
-    err_console.print(f"{n} photo(s) embedded into {out} ({len(errors)} skipped)", markup=False)
 
 
 @bench_app.command("geosurge")

@@ -208,6 +208,19 @@ def predict_command(
         float | None,
         typer.Option(help="Merge candidates within this many km of a better one (0 = raw list) [default: 25]."),
     ] = None,
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            help="Bulk mode: local or ray. Writes resumable Parquet parts (to --out DIR, or FILE.parts/ beside "
+            "--out FILE) and merges them into FILE; --workers = Ray actors; see docs/engine.md."
+        ),
+    ] = None,
+    ray_address: Annotated[
+        str | None, typer.Option("--ray-address", help="Ray cluster to join (default: RAY_ADDRESS, else start one).")
+    ] = None,
+    threads: Annotated[int, typer.Option("--threads", help="Compute threads per Ray actor (--engine ray).")] = 1,
+    part_size: Annotated[int | None, typer.Option("--part-size", help="Photos per part file (--engine).")] = None,
+    gpus: Annotated[float | None, typer.Option("--gpus", help="GPUs per Ray actor (default: automatic).")] = None,
 ) -> None:
     """Predict where photos were taken: ranked locations with probabilities and place names.
 
@@ -257,6 +270,21 @@ def predict_command(
     )
     if config.min_confidence is not None and config.calibrator is None:
         raise InputError("--min-confidence needs --calibrator FILE", field="min-confidence")
+
+    if engine is not None:
+        from terraloc.cli.engine_predict import predict_with_engine
+
+        n_workers = 2 if workers is None else workers
+        # each worker rebuilds the geolocator from this configuration (decoding threads: the local
+        # engine's --workers, one per Ray actor)
+        config_json = config.replace(workers=n_workers if engine == "local" else 1).to_json()
+        code = predict_with_engine(
+            [str(p) for p in paths], config_json, top_k, fmt, output, map_html, engine, ray_address,
+            max(1, n_workers), threads, part_size, gpus,
+        )  # fmt: skip
+        if code:
+            raise typer.Exit(code)
+        return
 
     images, input_errors = expand_inputs(paths)
     # the one writer of csv/json output: whole records only; --resume keeps complete ones

@@ -103,9 +103,10 @@ def embed_photos(
     ``on_batch(indices, embeddings, errors)`` is called after every batch (for progress / shards).
     """
     if engine == "ray" and "ray" not in ENGINES:
-        from terraloc.search.ray_engine import embed_ray
-
-        ENGINES["ray"] = embed_ray
+        raise InputError(
+            "the Ray engine is terraloc.engine (terraloc db build --engine ray; engine.refdb_build.build_refdb)",
+            field="engine",
+        )
     if engine not in ENGINES:
         raise InputError(f"unknown engine '{engine}'; known: {', '.join(ENGINES)}", field="engine")
     return ENGINES[engine](paths, backbone, batch_size=batch_size, workers=workers, on_batch=on_batch)

@@ -1,0 +1,166 @@
+"""Engine benchmark: photos/s of embedding (EfficientNet-Lite0) and of prediction (reference-database
+head) per engine and worker count, and the driver's peak memory at two input sizes.
+
+Inputs are the shared photos (300 Im2GPS3k + 71 OSV-5M) listed repeatedly in a manifest with
+distinct ids, so ``N`` can exceed 371. Each configuration runs a fresh job folder from the start:
+the time includes starting the workers and loading the model in each (Ray actors), not starting
+the Ray cluster (joined or started once before the runs). The reference database for the
+prediction runs is built once, untimed, from the 71 OSV-5M photos.
+
+Driver memory: each size runs ``terraloc embed --engine ray`` in a fresh process and reads the
+peak resident memory it reports for itself (``ru_maxrss``; the Ray workers are other processes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from terraloc.errors import InputError, MissingResourceError
+
+Log = Callable[[str], None]
+
+
+def shared_photos() -> list[Path]:
+    """The shared Im2GPS3k (300) and OSV-5M (71) photos, sorted."""
+    from terraloc.config import shared_dir
+
+    root = Path(shared_dir()) / "data" / "photos"
+    photos = sorted((root / "im2gps3k_dev").glob("*.jpg")) + sorted((root / "osv5m").glob("*.jpg"))
+    if not photos:
+        raise MissingResourceError(f"{root}: no shared photos (set TERRALOC_SHARED)")
+    return photos
+
+
+def replicated_manifest(photos: Sequence[Path], n: int, dest: Path) -> Path:
+    """A CSV manifest ``id,path`` listing ``photos`` cyclically until ``n`` rows (ids ``p000000``...)."""
+    import csv
+
+    with open(dest, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "path"])
+        for i in range(n):
+            w.writerow([f"p{i:07d}", str(photos[i % len(photos)])])
+    return dest
+
+
+def _refdb(work: Path) -> Path:
+    from terraloc.config import shared_dir
+    from terraloc.engine import make_engine
+    from terraloc.engine.refdb_build import build_refdb, geotagged_items
+
+    db = work / "refdb_osv5m_effnet"
+    if not (db / "manifest.json").exists():
+        items = geotagged_items(Path(shared_dir()) / "data/photos/osv5m/osv5m_photos.csv")
+        build_refdb(items, "efficientnet-lite0", db, make_engine("local", workers=2))
+    return db
+
+
+def run_throughput(
+    n: int,
+    engines: Sequence[str],
+    workers: Sequence[int],
+    tasks: Sequence[str] = ("embed", "predict"),
+    ray_address: str | None = None,
+    batch_size: int = 16,
+    log: Log | None = None,
+) -> list[dict[str, Any]]:
+    """photos/s for every task × engine × worker count (one fresh job each)."""
+    from terraloc.engine import EmbedSpec, PredictSpec, make_engine, read_work_items, run_job
+
+    work = Path(tempfile.mkdtemp(prefix="terraloc-bench-engine-"))
+    runs: list[dict[str, Any]] = []
+    try:
+        manifest = replicated_manifest(shared_photos(), n, work / "photos.csv")
+        items = read_work_items(manifest, id_col="id")
+        db = _refdb(work) if "predict" in tasks else None
+        if "ray" in engines:
+            from terraloc.engine.ray_engine import connect
+
+            connect(ray_address, max(workers))
+        for task in tasks:
+            for eng_name in engines:
+                for w in workers:
+                    eng = make_engine(eng_name, workers=w, ray_address=ray_address)
+                    decode = w if eng_name == "local" else 1
+                    spec: Any
+                    if task == "embed":
+                        spec = EmbedSpec("efficientnet-lite0", batch_size=batch_size, decode_threads=decode)
+                    else:
+                        cfg = {"backbone": "efficientnet-lite0", "head": "refdb", "refdb": str(db)}
+                        spec = PredictSpec({**cfg, "batch_size": batch_size, "workers": decode}, top_k=5)
+                    out = work / f"{task}-{eng_name}-{w}"
+                    s = run_job(spec, items, out, eng, part_size=max(16, n // (8 * max(workers))))
+                    shutil.rmtree(out, ignore_errors=True)
+                    run = {
+                        "task": task,
+                        "engine": eng_name,
+                        "workers": w,
+                        "photos": n,
+                        "seconds": round(s.seconds, 3),
+                        "photos_per_s": round(s.photos_per_s, 2),
+                        "startup_s": round(s.startup_s, 2),
+                        "steady_photos_per_s": round(s.steady_photos_per_s, 2),
+                        "failed": s.failed,
+                    }
+                    runs.append(run)
+                    if log:
+                        log(f"{task} {eng_name} x{w}: {run['photos_per_s']} photos/s ({run['seconds']} s)")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return runs
+
+
+def run_driver_memory(
+    sizes: Sequence[int], ray_address: str | None, workers: int = 2, backbone: str = "efficientnet-lite0"
+) -> list[dict[str, Any]]:
+    """Peak driver RSS of ``terraloc embed --engine ray`` at each input size (fresh process each)."""
+    work = Path(tempfile.mkdtemp(prefix="terraloc-bench-mem-"))
+    out: list[dict[str, Any]] = []
+    try:
+        photos = shared_photos()
+        for n in sizes:
+            manifest = replicated_manifest(photos, n, work / f"photos-{n}.csv")
+            cmd = [sys.executable, "-m", "terraloc", "embed", "--photos", str(manifest), "--id-col", "id",
+                   "--out", str(work / f"emb-{n}"), "--backbone", backbone, "--engine", "ray",
+                   "--workers", str(workers), "--json", "--no-progress", "--no-coords"]  # fmt: skip
+            if ray_address:
+                cmd += ["--ray-address", ray_address]
+            r = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy(), check=False)
+            if r.returncode != 0:
+                raise InputError(f"embed run for {n} photos failed: {r.stderr.strip()[-500:]}")
+            s = json.loads(r.stdout.strip().splitlines()[-1])
+            out.append({"photos": n, "driver_peak_rss_mb": round(s["driver_peak_rss_mb"], 1),
+                        "photos_per_s": round(s["photos_per_s"], 2), "seconds": round(s["seconds"], 1)})  # fmt: skip
+            shutil.rmtree(work / f"emb-{n}", ignore_errors=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def machine() -> dict[str, Any]:
+    """CPU count and load averages when the benchmark ran (the machine may be shared)."""
+    return {"cpus": os.cpu_count(), "loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()]}
+
+
+def ratios(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per task: Ray at 1 worker / local at 1 worker, and Ray 2 workers / Ray 1 worker — of the whole
+    runs' photos/s, and of the steady photos/s (after the workers have loaded the model)."""
+    out: dict[str, Any] = {}
+    for task in sorted({r["task"] for r in runs}):
+        d: dict[str, float] = {}
+        for key, suffix in (("photos_per_s", ""), ("steady_photos_per_s", "_steady")):
+            rate = {(r["engine"], r["workers"]): r[key] for r in runs if r["task"] == task}
+            if ("ray", 1) in rate and ("local", 1) in rate and rate[("local", 1)]:
+                d["ray1_over_local1" + suffix] = round(rate[("ray", 1)] / rate[("local", 1)], 3)
+            if ("ray", 2) in rate and ("ray", 1) in rate and rate[("ray", 1)]:
+                d["ray2_over_ray1" + suffix] = round(rate[("ray", 2)] / rate[("ray", 1)], 3)
+        out[task] = d
+    return out

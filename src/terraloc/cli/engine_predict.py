@@ -1,0 +1,65 @@
+"""``terraloc predict --engine local|ray``: bulk predictions through the engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from terraloc.errors import InputError
+
+FILE_FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".geojson": "geojson"}
+
+
+def job_folder(output: Path) -> tuple[Path, Path | None]:
+    """``--output FILE.csv`` → (``FILE.csv.parts/``, FILE); ``--output DIR`` → (DIR, None)."""
+    if output.suffix.lower() in FILE_FORMATS:
+        return output.with_name(output.name + ".parts"), output
+    return output, None
+
+
+def predict_with_engine(
+    paths: list[str],
+    config: dict[str, Any],
+    top_k: int,
+    fmt: str,
+    output: Path | None,
+    map_html: Path | None,
+    engine: str,
+    ray_address: str | None,
+    workers: int,
+    threads: int,
+    part_size: int | None,
+    gpus: float | None,
+) -> int:
+    """Run the job, merge the parts into ``output`` and report; returns the exit status (2 if any failed)."""
+    from terraloc.cli.engine_view import print_summary, progress_bar, report_errors
+    from terraloc.engine import PredictSpec, make_engine, read_work_items, run_job
+    from terraloc.engine.predictions import iter_predictions, write_predictions
+
+    if output is None:
+        raise InputError("--engine writes files: give --out FILE.csv|.jsonl|.geojson or --out DIR", field="out")
+    folder, merged = job_folder(output)
+    if merged is not None:
+        want = FILE_FORMATS[merged.suffix.lower()]
+        fmt = want if fmt in ("table", want) else fmt
+        if fmt == "table":
+            fmt = want
+    from terraloc.engine.workers import absolute_if_path
+
+    # paths in the configuration (database, checkpoints, a backbone folder) made absolute: workers
+    # may run in another folder or on another node
+    config = {k: absolute_if_path(v) for k, v in config.items()}
+    eng = make_engine(engine, workers=workers, threads=threads, ray_address=ray_address, gpus=gpus)
+    items = read_work_items(paths)
+    with progress_bar("predicting", enabled=True) as bar:
+        summary = run_job(PredictSpec(config, top_k), items, folder, eng, part_size=part_size, on_progress=bar)
+    report_errors(folder)
+    if merged is not None:
+        write_predictions(folder, merged, fmt)
+    if map_html is not None:
+        from terraloc.io import atomic_write_text
+        from terraloc.pipeline.outputs import html_map
+
+        atomic_write_text(map_html, html_map(list(iter_predictions(folder))))
+    print_summary(summary)
+    return 2 if summary.failed else 0
