@@ -76,7 +76,8 @@ class Geolocator:
 
     Args:
         config: the configuration (or pass its fields as keyword arguments).
-        backbone: an already loaded backbone to share (else loaded from ``config.backbone``).
+        backbone: an already loaded backbone to share (else loaded from ``config.backbone``); a
+            string or path is a backbone spec (the ``backbone`` config field).
         progress: ``progress(stage, done, total)`` while a gallery or an index is built.
     """
 
@@ -92,6 +93,8 @@ class Geolocator:
         from terraloc.encoders.image import load_backbone
         from terraloc.models.head import build_head
 
+        if isinstance(backbone, str | Path):  # a spec, not a loaded backbone: a config field
+            options["backbone"], backbone = str(backbone), None
         if config is None:
             config = GeolocatorConfig(**options)
         elif options:
