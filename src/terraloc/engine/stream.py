@@ -136,29 +136,33 @@ def _key64(ids: Sequence[str]) -> NDArray[np.uint64]:
 
 
 class _SeenIds:
-    """64-bit keys of the ids seen so far (sorted) with their lines: a repeat across chunks is refused."""
+    """64-bit keys of the ids seen so far with their lines: a repeat across chunks is refused.
+
+    Kept as a few sorted runs whose sizes halve (merged like a binary counter), so adding a chunk
+    costs O(chunk · log N) lookups and each key is merged O(log N) times.
+    """
 
     def __init__(self) -> None:
-        self.keys = np.empty(0, dtype=np.uint64)
-        self.lines = np.empty(0, dtype=np.int64)
+        self.runs: list[tuple[NDArray[np.uint64], NDArray[np.int64]]] = []
 
     def add(self, ids: list[str], lines: list[int], path: Path, field: str) -> None:
         keys = _key64(ids)
-        pos = np.searchsorted(self.keys, keys)
-        hit = (
-            (pos < len(self.keys)) & (self.keys[np.minimum(pos, len(self.keys) - 1)] == keys)
-            if len(self.keys)
-            else None
-        )
-        if hit is not None and hit.any():
-            j = int(np.flatnonzero(hit)[0])
-            first = int(self.lines[pos[j]])
-            raise InputError(
-                f"duplicate image id '{ids[j]}' (first on line {first})", path=path, row=lines[j], field=field
-            )
-        order = np.argsort(np.concatenate([self.keys, keys]), kind="stable")
-        self.keys = np.concatenate([self.keys, keys])[order]
-        self.lines = np.concatenate([self.lines, np.asarray(lines, dtype=np.int64)])[order]
+        for run_keys, run_lines in self.runs:
+            if not len(run_keys):
+                continue
+            pos = np.minimum(np.searchsorted(run_keys, keys), len(run_keys) - 1)
+            hit = run_keys[pos] == keys
+            if hit.any():
+                j = int(np.flatnonzero(hit)[0])
+                why = f"duplicate image id '{ids[j]}' (first on line {int(run_lines[pos[j]])})"
+                raise InputError(why, path=path, row=lines[j], field=field)
+        order = np.argsort(keys, kind="stable")
+        self.runs.append((keys[order], np.asarray(lines, dtype=np.int64)[order]))
+        while len(self.runs) > 1 and len(self.runs[-2][0]) <= 2 * len(self.runs[-1][0]):
+            (k1, l1), (k2, l2) = self.runs[-2], self.runs.pop()
+            k, ln = np.concatenate([k1, k2]), np.concatenate([l1, l2])
+            order = np.argsort(k, kind="stable")
+            self.runs[-1] = (k[order], ln[order])
 
 
 def _row_ids(df: Any, columns: dict[str, str]) -> tuple[list[str], list[int]]:
