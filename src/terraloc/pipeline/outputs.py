@@ -16,24 +16,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
+from terraloc.geo.places import PLACE_COLUMNS
 from terraloc.pipeline.types import ImagePrediction
 
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
-CSV_COLUMNS = [
-    "image",
-    "rank",
-    "lat",
-    "lon",
-    "probability",
-    "city",
-    "admin1",
-    "country",
-    "country_code",
-    "model",
-    "weights_hash",
-    "error",
-]
+CSV_COLUMNS = ["image", *PLACE_COLUMNS, "model", "weights_hash", "error"]
 
 
 def _fmt(x: float) -> str:
