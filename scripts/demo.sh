@@ -7,7 +7,8 @@
 #       neighbours): geo-consensus over the candidates against G3's first candidate (no LLM);
 #   [3] the published GeoEstimation (ISNs) predictions re-scored by terraloc's evaluation harness,
 #       beside the paper's own numbers;
-#   [4] (reserved) confidence / selective prediction.
+#   [4] confidence / selective prediction: calibrated P(error <= t) of [2]'s answers (nested 5-fold CV)
+#       and the accuracy among the most confident photos.
 # Command output goes to $OUT/logs/; a failing step prints the end of its output.
 set -euo pipefail
 VENV=${VENV:-.venv}
@@ -49,7 +50,25 @@ step eval_published "$TL" eval --predictions "$SHARED/data/predictions/geoestima
   --benchmark im2gps3k --compare --out "$OUT/eval_geoestimation" --json
 cp "$OUT/logs/eval_published.out" "$OUT/eval_geoestimation.json"
 
-# [4] confidence / selective prediction: the `confidence` branch adds its step here, writing
-#     "$OUT/confidence.json"; demo_summary.py prints its line when that file exists.
+# [4] confidence / selective prediction (issue 18): rag eval [2] already cross-validated each photo's
+#     P(error <= t) (nested 5-fold); this fits and saves a calibrator and summarises the figures.
+step calibrate "$TL" calibrate --predictions "$OUT/rag_g3/predictions_consensus.csv" --benchmark im2gps3k \
+  --out "$OUT/rag_g3/calibrator.json"
+"$PY" - "$OUT" <<'PYEOF'
+import json, sys
+from pathlib import Path
+out = Path(sys.argv[1])
+c = json.loads((out / "rag_g3.json").read_text())["methods"]["default"]["calibration"]
+th = ["1", "25", "200", "750", "2500"]
+lines = [
+    "confidence, G3 candidates (consensus, nested 5-fold CV, n = %d): ECE %s points; Brier %s%% below the base rate"
+    % (c["n"], " / ".join(f"{c['ece'][t]:.1f}" for t in th), " / ".join(f"{100 * c['brier_skill'][t]:.0f}" for t in th)),
+    "    accuracy (%) among the most confident photos   " + "".join(f"{t + ' km':>9}" for t in th),
+]
+for cov in ("10", "25", "50", "100"):
+    lines.append(f"    {cov + '%':>47}" + "".join(f"{c['selective'][t][cov]:9.1f}" for t in th))
+lines.append(f"    plots: {out}/rag_g3/reliability.png, risk_coverage.png; calibrator: {out}/rag_g3/calibrator.json")
+(out / "confidence.json").write_text(json.dumps({"line": "\n".join(lines), "calibration": c}) + "\n")
+PYEOF
 
 "$PY" "$(dirname "$0")/demo_summary.py" "$OUT" "$(( $(date +%s) - start ))"

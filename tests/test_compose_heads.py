@@ -243,7 +243,9 @@ def test_changed_weight_file_is_refused(models: dict[str, Any], tiny: Path, tmp_
         Geolocator.from_pretrained("no-such-model")
 
 
-def test_custom_gallery_from_a_coordinates_csv_end_to_end(tiny: Path, photo: Path, tmp_path: Path) -> None:
+def test_custom_gallery_from_a_coordinates_csv_end_to_end(
+    tiny: Path, photo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`terraloc gallery build --coords CSV` then `terraloc predict --gallery DIR` (flat and IVF)."""
     import numpy as np
 
@@ -271,6 +273,28 @@ def test_custom_gallery_from_a_coordinates_csv_end_to_end(tiny: Path, photo: Pat
     if _topk(flat)[0] == _topk(ivf)[0]:
         assert ivf["candidates"][0]["probability"] >= flat["candidates"][0]["probability"] - 1e-12
     assert list((gal / "indexes").glob("IVF16_Flat-*.faiss"))  # built once, cached with the gallery
+    # ten-crop through an approximate index: every crop searches, logits averaged over the union
+    code, out, err = _run_cli("predict", photo, "--backbone", tiny, "--gallery", gal, "--index", "IVF16,Flat@nprobe=4",
+                              "--ten-crop", "--format", "json", "--top-k", "5", "--no-places")  # fmt: skip
+    assert code == 0, err
+    rec = json.loads(out.strip())
+    assert rec["model"]["ten_crop"] is True
+    assert {(round(c["lat"], 4), round(c["lon"], 4)) for c in rec["candidates"]} <= pts
+
+    # flat search streamed in blocks (galleries too large for memory) equals the in-memory softmax
+    from terraloc import Geolocator
+    from terraloc.models import geoclip
+
+    geo = Geolocator(backbone=str(tiny), gallery=str(gal), places=False)
+    [whole] = geo.predict(photo, top_k=5)
+    monkeypatch.setattr(geoclip, "FLAT_IN_MEMORY_MB", 0)
+    monkeypatch.setattr(geoclip, "_FLAT_BLOCK_ROWS", 97)  # several blocks, the last one short
+    blocked = geo.with_config()
+    assert blocked.head._blocked
+    [streamed] = blocked.predict(photo, top_k=5)
+    assert [(c.lat, c.lon) for c in streamed.candidates] == [(c.lat, c.lon) for c in whole.candidates]
+    assert [c.probability for c in streamed.candidates] == pytest.approx([c.probability for c in whole.candidates])
+
     # an unknown gallery is named, with the command that builds one
     code, _, err = _run_cli("predict", photo, "--backbone", tiny, "--gallery", tmp_path / "nope")
     assert code == 2 and "unknown gallery" in err and "terraloc gallery build" in err

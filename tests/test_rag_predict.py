@@ -107,7 +107,9 @@ def test_rag_reasoner_after_the_geoclip_head_without_a_database(
     gallery = tmp_path / "gallery"
     assert cli("gallery", "build", "--coords", coords, "--out", gallery).code == 0
     photo = sorted((shared / "data/photos/osv5m").glob("*.jpg"))[0]
-    base = ("predict", photo, "--backbone", tiny_clip, "--gallery", gallery, "--top-k", "5", "--format", "jsonl")
+    # --distinct-km 0: the head's own top-5, not merged into distinct places
+    base = ("predict", photo, "--backbone", tiny_clip, "--gallery", gallery, "--top-k", "5", "--format", "jsonl",
+            "--distinct-km", "0")  # fmt: skip
     plain = cli(*base, "--no-places")
     staged = cli(*base, "--no-places", "--reasoner", "rag")
     assert plain.code == 0 and staged.code == 0, plain.err + staged.err

@@ -78,9 +78,10 @@ def test_train_geoclip_output_loads_in_the_geoclip_head(shared: Path, tmp_path: 
     np.testing.assert_allclose(top.scores, want.values.double().numpy(), rtol=1e-5)
     np.testing.assert_array_equal(top.indices, want.indices.numpy())
 
-    # the same through `terraloc predict --head geoclip --checkpoint` (the product's head registry)
+    # the same through `terraloc predict --head geoclip --checkpoint` (the product's head registry);
+    # --distinct-km 0: the head's own top-3, not merged into distinct places
     r = cli("predict", photo, "--backbone", tiny, "--head", "geoclip", "--checkpoint", ckpt, "--format", "json",
-            "--top-k", "3", "--no-places")  # fmt: skip
+            "--top-k", "3", "--no-places", "--distinct-km", "0")  # fmt: skip
     assert r.code == 0, r.err
     rec = json.loads(r.out.strip().splitlines()[0])
     got = np.array([[c["lat"], c["lon"]] for c in rec["candidates"]])

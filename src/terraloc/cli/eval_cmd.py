@@ -90,6 +90,9 @@ def eval_command(
     if subset:
         gt = subset_of(gt, preds)
     result = evaluate(gt, preds, n_boot=bootstrap)
+    from terraloc.evaluate.confidence_eval import confidence_metrics
+
+    calib = confidence_metrics(gt, preds)  # None unless the predictions carry confidence
     scope = {"subset": subset, "benchmark_images": match.size, "scored_images": result.n}
     if not subset and result.coverage < 100.0:
         err_console.print(
@@ -103,8 +106,18 @@ def eval_command(
         from terraloc.evaluate.report import write_report
 
         write_report(result, out, str(predictions))
+        if calib is not None:
+            from terraloc.evaluate.calibration_plots import plot_reliability, plot_risk_coverage
+            from terraloc.io import atomic_write_text
+
+            metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8")) | {"calibration": calib}
+            atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+            plot_reliability(calib, out / "reliability.png")
+            plot_risk_coverage(calib, out / "risk_coverage.png")
     if as_json:
         obj = result.to_json()
+        if calib is not None:
+            obj["calibration"] = calib
         obj.update(scope)
         if compare:
             obj["literature"] = [
@@ -128,6 +141,13 @@ def eval_command(
     if result.extra_predictions:
         notes.append(f"{result.extra_predictions} prediction(s) for images outside the benchmark ignored")
     console.print("; ".join(notes))
+    if calib is not None:
+        from terraloc.cli.calibrate_cmd import calibration_tables
+
+        for tab in calibration_tables(calib, "confidence"):
+            console.print(tab)
+        if calib["abstained"]:
+            console.print(f"{calib['abstained']} abstained photo(s) count as not predicted")
     if compare and any(r.second_hand for r in published_for(result.benchmark)):
         console.print("† published figure read in a paper that cites it; sources in published_results.json")
     if out is not None:

@@ -104,11 +104,19 @@ def _table(preds: list[Any]) -> None:
     t = Table(title="terraloc predictions")
     for c in ("image", "rank", "lat", "lon", "probability", "place"):
         t.add_column(c, justify="right" if c in ("rank", "lat", "lon", "probability") else "left")
+    from rich.markup import escape
+
+    from terraloc.pipeline.outputs import confidence_words
+
     for p in preds:
         image = p.image.encode("utf-8", "backslashreplace").decode("utf-8")  # undecodable name bytes as \xNN
         if not p.ok:
             t.add_row(image, "", "", "", "", f"[red]error: {p.error}[/red]")
             continue
+        if p.abstained:
+            t.add_row(p.image, "", "", "", "", f"[yellow]abstained ({escape(confidence_words(p.confidence))})[/yellow]")
+            continue
+        words = confidence_words(p.confidence)
         for c in p.candidates:
             place = ", ".join(x for x in (c.city, c.admin1, c.country) if x)
             t.add_row(
@@ -117,7 +125,7 @@ def _table(preds: list[Any]) -> None:
                 f"{c.lat:.5f}",
                 f"{c.lon:.5f}",
                 f"{c.probability:.4g}",
-                place,
+                place + (f"\n[dim]{escape(words)}[/dim]" if c.rank == 1 and words else ""),
             )
     out_console().print(t)
 
@@ -188,6 +196,18 @@ def predict_command(
     llm: Annotated[
         str | None, typer.Option(help="LLM for --reasoner rag: local[:NAME|:PATH.gguf] or http(s)://HOST/v1#MODEL.")
     ] = None,
+    calibrator: Annotated[
+        Path | None,
+        typer.Option(help="Calibrator JSON (terraloc calibrate) for this configuration: adds confidence."),
+    ] = None,
+    min_confidence: Annotated[
+        str | None,
+        typer.Option(help="KM:P, e.g. 25:0.8: abstain (explicit abstained row) when P(error <= KM) < P."),
+    ] = None,
+    distinct_km: Annotated[
+        float | None,
+        typer.Option(help="Merge candidates within this many km of a better one (0 = raw list) [default: 25]."),
+    ] = None,
     engine: Annotated[
         str | None,
         typer.Option(
@@ -244,7 +264,12 @@ def predict_command(
         places=places,
         reasoner=reasoner,
         llm=llm,
+        calibrator=calibrator,
+        min_confidence=min_confidence,
+        distinct_km=distinct_km,
     )
+    if config.min_confidence is not None and config.calibrator is None:
+        raise InputError("--min-confidence needs --calibrator FILE", field="min-confidence")
 
     if engine is not None:
         from terraloc.cli.engine_predict import predict_with_engine
@@ -318,8 +343,10 @@ def predict_command(
         from terraloc.io import atomic_write_text
 
         atomic_write_text(map_html, html_map(results))
-    n_ok = sum(1 for r in results if r.ok)
+    n_ok = sum(1 for r in results if r.ok and not r.abstained)
     skipped = f", {len(done)} already done" if done else ""
-    err_console.print(f"{n_ok} predicted, {failed} failed{skipped}", markup=False, style="dim")
+    n_abs = sum(1 for r in results if r.abstained)
+    abstained = f", {n_abs} abstained (below --min-confidence {config.min_confidence})" if n_abs else ""
+    err_console.print(f"{n_ok} predicted, {failed} failed{abstained}{skipped}", markup=False, style="dim")
     if failed:
         raise typer.Exit(2)

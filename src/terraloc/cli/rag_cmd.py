@@ -52,6 +52,14 @@ def rag_eval(
         Path | None, typer.Option("--out", "-o", help="Write per-method predictions and LLM answers here.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    calibrator: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--calibrator",
+            help="Calibrator JSON (terraloc calibrate) for a method; repeatable. Methods without one get "
+            "nested 5-fold cross-validated confidence.",
+        ),
+    ] = None,
 ) -> None:
     """Score first-candidate, consensus and LLM reasoning on a candidates file (terraloc eval metrics)."""
     from rich.progress import Progress
@@ -95,6 +103,23 @@ def rag_eval(
             run = run_rag_eval(cf.sets, backends, rcfg, ccfg, progress=lambda n: bar.advance(task, n))
     else:
         run = run_rag_eval(cf.sets, (), rcfg, ccfg)
+    from terraloc.confidence import Calibrator
+    from terraloc.rag.evaluation import method_confidence
+
+    cals = [Calibrator.load(p) for p in (calibrator or [])]
+    from terraloc.confidence.calibrator import identity_key
+    from terraloc.rag.confidence import rag_identity
+
+    keys = {identity_key(rag_identity(name, ccfg)): name for name in run.methods}
+    for path, cal in zip(calibrator or [], cals, strict=True):
+        if cal.key not in keys:
+            raise InputError(
+                f"fitted for configuration {cal.key}, which is none of this run's methods "
+                f"({', '.join(sorted(set(keys.values())))}); fit one with terraloc calibrate on their predictions",
+                path=path,
+            )
+    method_confidence(run, ccfg, cals, progress=lambda m: err_console.print(m, style="dim"))
+
     result = evaluate_run(run, candidates, n_boot=bootstrap)
     failures = llm_failure_counts(run)
     for label, f in failures.items():
@@ -105,10 +130,24 @@ def rag_eval(
         )
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
+        import csv
+        import io
+
         for name in run.methods:
             rows = selection_rows(run, name)
-            text = "image,lat,lon\n" + "".join(f"{r['image']},{r['lat']},{r['lon']}\n" for r in rows)
-            atomic_write_text(out / f"predictions_{name.replace(':', '_').replace('+', '_')}.csv", text)
+            buf = io.StringIO()
+            w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+            w.writeheader()
+            w.writerows(rows)
+            atomic_write_text(out / f"predictions_{name.replace(':', '_').replace('+', '_')}.csv", buf.getvalue())
+        default_cal = result["methods"]["default"].get("calibration")
+        if default_cal is not None:
+            from terraloc.evaluate.calibration_plots import plot_reliability, plot_risk_coverage
+
+            plot_reliability(
+                default_cal, out / "reliability.png", f"Reliability, {run.default_method} (n = {default_cal['n']})"
+            )
+            plot_risk_coverage(default_cal, out / "risk_coverage.png", f"Selective prediction, {run.default_method}")
         lines = []
         for label, answers in run.answers.items():
             for cs, ans in zip(run.csets, answers, strict=True):
@@ -138,6 +177,12 @@ def rag_eval(
             style="bold" if name == "default" else None,
         )
     out_console().print(table)
+    cal = result["methods"]["default"].get("calibration")
+    if cal is not None:
+        from terraloc.cli.calibrate_cmd import calibration_tables
+
+        for tab in calibration_tables(cal, f"default = {run.default_method}, confidence by {cal['source']}"):
+            out_console().print(tab)
 
 
 @models_app.command("list")

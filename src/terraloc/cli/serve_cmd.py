@@ -111,6 +111,15 @@ def serve(
     ] = None,
     tile_attribution: Annotated[str, typer.Option(help="Attribution shown with --tile-url tiles.")] = "",
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    calibrator: Annotated[
+        Path | None, typer.Option(help="Calibrator JSON (terraloc calibrate) for this configuration: adds confidence.")
+    ] = None,
+    min_confidence: Annotated[
+        str | None, typer.Option(help="KM:P, e.g. 25:0.8: abstain when P(error <= KM) < P (needs --calibrator).")
+    ] = None,
+    distinct_km: Annotated[
+        float | None, typer.Option(help="Merge candidates within this many km of a better one (0 = raw list) [25].")
+    ] = None,
     lazy: Annotated[
         bool, typer.Option("--lazy", help="Start at once and load the model in the background (/readyz tells).")
     ] = False,
@@ -129,6 +138,10 @@ def serve(
         fail(f"--tile-url: expected an http(s) URL template, got '{tile_url}'")
     if api_key is not None and not api_key.strip():
         fail("--api-key (or TERRALOC_API_KEY) is empty")
+    if calibrator is not None and not calibrator.is_file():
+        fail(f"--calibrator: {calibrator}: no such file")
+    if min_confidence is not None and calibrator is None:
+        fail("--min-confidence needs --calibrator FILE")
     loader = _model_loader(
         predictor,
         model=model,
@@ -144,6 +157,9 @@ def serve(
         llm=llm,
         ten_crop=ten_crop,
         places=places,
+        calibrator=calibrator,
+        min_confidence=min_confidence,
+        distinct_km=distinct_km,
     )
     settings = ServeSettings(
         host=host,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -52,9 +53,51 @@ class Predictions:
     path: Path
     format: str
     published: dict[str, float] = field(default_factory=dict)
+    extras: PredictionExtras | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
+
+
+CONFIDENCE_THRESHOLDS = ("1", "25", "200", "750", "2500")
+
+
+@dataclass(frozen=True)
+class PredictionExtras:
+    """Confidence columns of terraloc predictions, row-aligned with :class:`Predictions`.
+
+    Attributes:
+        confidence: ``(N, 5)`` P(error <= 1/25/200/750/2500 km), NaN where a row has none; or ``None``.
+        features: ``(names, (N, F) values)`` of ``f_<name>`` columns / ``"features"`` objects; or ``None``.
+        identity: per row the configuration key (``config`` column) or model description (JSONL ``model``).
+        abstained: ``(N,)`` bool.
+    """
+
+    confidence: NDArray[np.float64] | None
+    features: tuple[tuple[str, ...], NDArray[np.float64]] | None
+    identity: list[Any]
+    abstained: NDArray[np.bool_]
+
+
+def _extras(df: pd.DataFrame, path: Path) -> PredictionExtras:
+    n = len(df)
+    conf = None
+    ccols = [f"confidence_{t}" for t in CONFIDENCE_THRESHOLDS]
+    if all(c in df.columns for c in ccols):
+        vals = [parse_float_column(df, c, path, allow_blank=True) for c in ccols]
+        conf = np.stack([np.where(v.blank, np.nan, v.values) for v in vals], 1)
+        if np.isnan(conf).all():
+            conf = None
+    fcols = [c for c in df.columns if c.startswith("f_")]
+    feats = None
+    if fcols:
+        vals = [parse_float_column(df, c, path, allow_blank=True) for c in fcols]
+        feats = (tuple(c[2:] for c in fcols), np.stack([np.where(v.blank, np.nan, v.values) for v in vals], 1))
+    ident: list[Any] = list(df["config"]) if "config" in df.columns else [None] * n
+    if "_model" in df.columns:
+        ident = list(df["_model"])
+    ab = df["abstained"].str.strip().isin(["1", "true", "True"]).to_numpy() if "abstained" in df.columns else None
+    return PredictionExtras(conf, feats, ident, np.zeros(n, dtype=bool) if ab is None else ab.astype(bool))
 
 
 def _split_geoestimation_trailer(df: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, dict[str, float]]:
@@ -125,7 +168,7 @@ def _read_terraloc_frame(df: pd.DataFrame, path: Path) -> Predictions:
         validate_latlon(coords[has], source=str(path), rows=lines[has])
     ids = df["image"].str.strip().tolist()
     check_unique_ids(ids, lines, path, "image", "prediction for image")
-    return Predictions(ids, coords, path, "terraloc")
+    return Predictions(ids, coords, path, "terraloc", extras=_extras(df, path))
 
 
 def _read_jsonl(path: Path) -> Predictions:
@@ -145,16 +188,26 @@ def _read_jsonl(path: Path) -> Predictions:
                     raise InputError("missing key", path=path, row=lineno, field=key)
             if obj.get("rank", 1) not in (1, None):
                 continue
-            rows.append(
-                {
-                    "image": str(obj["image"]),
-                    "lat": "" if obj["lat"] is None else str(obj["lat"]),
-                    "lon": "" if obj["lon"] is None else str(obj["lon"]),
-                    "_line": lineno,
-                }
-            )
+            row: dict[str, Any] = {
+                "image": str(obj["image"]),
+                "lat": "" if obj["lat"] is None else str(obj["lat"]),
+                "lon": "" if obj["lon"] is None else str(obj["lon"]),
+                "_line": lineno,
+            }
+            conf = obj.get("confidence")
+            if isinstance(conf, dict):
+                row |= {f"confidence_{t}": "" if conf.get(t) is None else str(conf[t]) for t in CONFIDENCE_THRESHOLDS}
+            feats = obj.get("features")
+            if isinstance(feats, dict):
+                row |= {f"f_{k}": "" if v is None else str(v) for k, v in feats.items()}
+            if isinstance(obj.get("model"), dict) and obj["model"]:
+                row["_model"] = obj["model"]
+            row["abstained"] = "1" if obj.get("abstained") else ""
+            rows.append(row)
     if not rows:
         raise InputError("no prediction rows", path=path)
+    keys = list(dict.fromkeys(k for r in rows for k in r))  # rows may differ in their confidence keys
+    rows = [{k: r.get(k, "") for k in keys} for r in rows]
     return _read_terraloc_frame(pd.DataFrame(rows, dtype=object), path)  # object: names may hold surrogates
 
 

@@ -1,8 +1,11 @@
-"""Which Natural Earth country polygon contains a coordinate (bundled 1:110m map, offline).
+"""Which Natural Earth country polygon contains a coordinate (bundled 1:50m map, offline).
 
-Polygons come from :func:`terraloc.geo.worldmap.countries_geojson`; each country's id is its ISO
-3166-1 numeric code as a string (``"250"`` for France; world-atlas gives some disputed areas no
-code). Point-in-polygon uses ring parity (even-odd) in ``(lon, lat)`` degrees, so holes count.
+Polygons come from world-atlas 2.0.2's ``countries-50m.json`` (241 countries and territories,
+~750 KB), read and decoded once on first use and cached; the 1:110m file stays the one that
+draws maps (:mod:`terraloc.geo.worldmap`). Each country's id is its ISO 3166-1 numeric code as
+a string (``"250"`` for France); world-atlas gives five areas no code: Kosovo, N. Cyprus,
+Somaliland, Indian Ocean Ter. and Siachen Glacier (``id == ""``, name set).
+Point-in-polygon uses ring parity (even-odd) in ``(lon, lat)`` degrees, so holes count.
 Rings that cross the antimeridian (Fiji, Russia) are unwrapped to continuous longitudes and
 points are tested at ``lon`` and ``lon ± 360``; a ring that circles a pole (Antarctica) is closed
 through that pole.
@@ -19,15 +22,17 @@ from numpy.typing import ArrayLike, NDArray
 
 @functools.lru_cache(maxsize=1)
 def _countries() -> list[tuple[str, str, list[NDArray[np.float64]]]]:
-    from terraloc.geo.worldmap import _topology, countries_geojson
+    from terraloc.geo.worldmap import _decode_arcs, _ring, _topology
 
-    geoms = [g for g in _topology()["objects"]["countries"]["geometries"] if g["type"] in ("Polygon", "MultiPolygon")]
+    topo = _topology("50m")
+    arcs = _decode_arcs(topo)
     out = []
-    for geom, feat in zip(geoms, countries_geojson()["features"], strict=True):
-        g = feat["geometry"]
-        polys: Any = [g["coordinates"]] if g["type"] == "Polygon" else g["coordinates"]
-        rings = [_unwrap(np.asarray(r, dtype=np.float64)) for poly in polys for r in poly]
-        out.append((str(geom.get("id", "")), str(feat["properties"]["name"]), rings))
+    for geom in topo["objects"]["countries"]["geometries"]:
+        if geom["type"] not in ("Polygon", "MultiPolygon"):
+            continue
+        polys: Any = [geom["arcs"]] if geom["type"] == "Polygon" else geom["arcs"]
+        rings = [_unwrap(np.asarray(_ring(arcs, r), dtype=np.float64)) for poly in polys for r in poly]
+        out.append((str(geom.get("id", "") or ""), str(geom.get("properties", {}).get("name", "")), rings))
     return out
 
 
@@ -60,7 +65,7 @@ def country_at(latlon: ArrayLike) -> tuple[list[str], list[str]]:
 
     Returns:
         Two lists of ``N`` strings; ``("", "")`` for a point in no polygon (sea, or too small an
-        island for the 1:110m map).
+        island for the 1:50m map).
     """
     arr = np.asarray(latlon, dtype=np.float64).reshape(-1, 2)
     ids, names = [""] * len(arr), [""] * len(arr)

@@ -16,9 +16,10 @@ from numpy.typing import NDArray
 from terraloc.config import package_data
 
 
-@functools.lru_cache(maxsize=1)
-def _topology() -> dict[str, Any]:
-    with open(package_data("vendor", "countries-110m.json"), encoding="utf-8") as fh:
+@functools.lru_cache(maxsize=2)
+def _topology(scale: str = "110m") -> dict[str, Any]:
+    """The bundled world-atlas TopoJSON at ``scale`` (``"110m"`` draws maps; ``"50m"`` is for lookups)."""
+    with open(package_data("vendor", f"countries-{scale}.json"), encoding="utf-8") as fh:
         return dict(json.load(fh))
 
 

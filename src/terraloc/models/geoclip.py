@@ -519,7 +519,7 @@ class GeoCLIPGalleryHead(BaseHead):
         lse = torch.full((n,), -torch.inf)
         emb = self.gallery.embeddings
         for b in range(0, len(self.gallery), _FLAT_BLOCK_ROWS):
-            block = torch.from_numpy(np.asarray(emb[b : b + _FLAT_BLOCK_ROWS], dtype=np.float32))
+            block = torch.from_numpy(np.array(emb[b : b + _FLAT_BLOCK_ROWS], dtype=np.float32))  # owned copy
             lg = (scale * (f @ block.T)).view(n, crops, -1).mean(dim=1)
             lse = torch.logaddexp(lse, torch.logsumexp(lg, dim=1))
             v, i = torch.topk(lg, min(k, lg.shape[1]), dim=1)

@@ -62,6 +62,12 @@ class GeolocatorConfig(BaseModel):
         llm: LLM spec for the ``rag`` reasoner (``local:qwen2.5-1.5b``, ``http://HOST/v1#MODEL``).
         farthest: farthest references handed to the reasoner.
         head_options: extra options for third-party heads.
+        calibrator: a ``terraloc calibrate`` JSON file fitted for this configuration; predictions
+            then carry ``confidence`` (P(error <= t) for t in 1/25/200/750/2500 km).
+        distinct_km: candidates within this distance of a better one are merged into it (their
+            probabilities summed), so the top-k names k different places; 0 = the head's raw list.
+        min_confidence: ``"25:0.8"``: abstain (an explicit abstained result) when
+            P(error <= 25 km) < 0.8; needs ``calibrator``.
         backbone_hash: the backbone's weight hash when saved; a different backbone is refused.
         files: ``{role: FileRecord}`` recorded when saved; a changed file is refused.
     """
@@ -88,6 +94,9 @@ class GeolocatorConfig(BaseModel):
     llm: str | None = None
     farthest: int = Field(5, ge=0)
     head_options: dict[str, Any] = Field(default_factory=dict)
+    calibrator: str | None = None
+    distinct_km: float = Field(25.0, ge=0)
+    min_confidence: str | None = None
     backbone_hash: str | None = None
     files: dict[str, FileRecord] = Field(default_factory=dict)
 
@@ -113,6 +122,17 @@ class GeolocatorConfig(BaseModel):
     def _reasoner(cls, value: str | None) -> str | None:
         if value is not None and value not in REASONERS:
             raise ValueError(f"unknown reasoner '{value}'; known: {', '.join(REASONERS)}")
+        return value
+
+    @field_validator("min_confidence")
+    @classmethod
+    def _min_confidence(cls, value: str | None) -> str | None:
+        from terraloc.confidence.abstain import parse_min_confidence
+
+        try:
+            parse_min_confidence(value)
+        except InputError as exc:
+            raise ValueError(exc.problem) from None
         return value
 
     @field_validator("head", "backbone", "gallery", "segmenter")

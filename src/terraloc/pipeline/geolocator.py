@@ -76,7 +76,8 @@ class Geolocator:
 
     Args:
         config: the configuration (or pass its fields as keyword arguments).
-        backbone: an already loaded backbone to share (else loaded from ``config.backbone``).
+        backbone: an already loaded backbone to share (else loaded from ``config.backbone``); a
+            string or path is a backbone spec (the ``backbone`` config field).
         progress: ``progress(stage, done, total)`` while a gallery or an index is built.
     """
 
@@ -92,6 +93,8 @@ class Geolocator:
         from terraloc.encoders.image import load_backbone
         from terraloc.models.head import build_head
 
+        if isinstance(backbone, str | Path):  # a spec, not a loaded backbone: a config field
+            options["backbone"], backbone = str(backbone), None
         if config is None:
             config = GeolocatorConfig(**options)
         elif options:
@@ -115,6 +118,19 @@ class Geolocator:
         elif config.llm is not None:
             raise InputError("--llm needs --reasoner rag", field="llm")
         self.model_info = self._describe()
+        self._init_confidence()
+
+    def _init_confidence(self) -> None:
+        """Load the calibrator (refused if fitted for another configuration) and the abstention rule."""
+        from terraloc.confidence import Calibrator, parse_min_confidence
+        from terraloc.confidence.identity import pipeline_identity
+
+        cfg = self.config
+        self.identity = pipeline_identity(self.model_info)
+        self.calibrator = None if cfg.calibrator is None else Calibrator.load(cfg.calibrator, self.identity)
+        self.min_confidence = parse_min_confidence(cfg.min_confidence)
+        if self.min_confidence is not None and self.calibrator is None:
+            raise InputError("--min-confidence needs a calibrator (--calibrator FILE)", field="min-confidence")
 
     # ------------------------------------------------------------------ construction and saving
 
@@ -230,17 +246,43 @@ class Geolocator:
                 i: ImagePrediction(names[i], [], msg, self.model_info) for i, msg in batch.errors.items()
             }
             if batch.indices:
-                cands = self.run_batch(batch.pixels, top_k, [names[i] for i in batch.indices])
-                rows = [cands.rows(j) for j in range(cands.n)]
+                from terraloc.pipeline.confidence import confidence_stage, raw_k
+
+                # more candidates than top_k: the confidence features read 20, and merging into
+                # distinct places needs spares
+                cands = self.run_batch(
+                    batch.pixels,
+                    raw_k(top_k, self.config.distinct_km, self.calibrator is not None),
+                    [names[i] for i in batch.indices],
+                )
+                staged = confidence_stage(
+                    cands,
+                    top_k,
+                    calibrator=self.calibrator,
+                    distinct_km=self.config.distinct_km,
+                    min_confidence=self.min_confidence,
+                )
+                rows = [[] if st.abstained else st.places for st in staged]
                 places = self._places([(r[0], r[1]) for rs in rows for r in rs])
                 pos = 0
-                for i, rs in zip(batch.indices, rows, strict=True):
+                for i, rs, st in zip(batch.indices, rows, staged, strict=True):
                     preds = []
                     for rank, (lat, lon, p, ev) in enumerate(rs, start=1):
                         preds.append(Prediction(rank, lat, lon, p, *places[pos], evidence=ev))
                         pos += 1
                     w, h = batch.sizes.get(i, (None, None))
-                    results[i] = ImagePrediction(names[i], preds, None, self.model_info, w, h)
+                    results[i] = ImagePrediction(
+                        names[i],
+                        preds,
+                        None,
+                        self.model_info,
+                        w,
+                        h,
+                        confidence=st.confidence,
+                        abstained=st.abstained,
+                        region=st.region,
+                        features=st.features,
+                    )
             for i in sorted(results):
                 yield results[i]
 

@@ -21,7 +21,27 @@ from terraloc.pipeline.types import ImagePrediction
 
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
-CSV_COLUMNS = ["image", *PLACE_COLUMNS, "model", "weights_hash", "error"]
+CSV_COLUMNS = [
+    "image",
+    *PLACE_COLUMNS,
+    "model",
+    "weights_hash",
+    "error",
+    # calibrated P(error <= t km) of the rank-1 answer (blank without a calibrator) and abstention
+    "confidence_1",
+    "confidence_25",
+    "confidence_200",
+    "confidence_750",
+    "confidence_2500",
+    "abstained",
+]
+
+
+def _confidence_cells(pred: ImagePrediction) -> list[str]:
+    conf = pred.confidence or {}
+    return [f"{conf[t]:.4f}" if t in conf else "" for t in ("1", "25", "200", "750", "2500")] + [
+        "1" if pred.abstained else ""
+    ]
 
 
 def _fmt(x: float) -> str:
@@ -33,8 +53,11 @@ def csv_rows(pred: ImagePrediction) -> list[list[str]]:
     bb = pred.model.get("backbone", {})
     model = f"{pred.model['head']}:{bb.get('id', '')}" if pred.model.get("head") else ""
     wh = str(bb.get("hash", ""))
+    conf = _confidence_cells(pred)
+    if pred.abstained:  # an explicit row: no location, its confidence, abstained = 1
+        return [[pred.image, "", "", "", "", "", "", "", "", model, wh, "", *conf]]
     if not pred.ok or not pred.candidates:
-        return [[pred.image, "", "", "", "", "", "", "", "", model, wh, pred.error or "no prediction"]]
+        return [[pred.image, "", "", "", "", "", "", "", "", model, wh, pred.error or "no prediction", *conf]]
     return [
         [
             pred.image,
@@ -49,6 +72,7 @@ def csv_rows(pred: ImagePrediction) -> list[list[str]]:
             model,
             wh,
             "",
+            *conf,
         ]
         for c in pred.candidates
     ]
@@ -84,9 +108,24 @@ def geojson_text(preds: Iterable[ImagePrediction]) -> str:
 
 
 def geojson(preds: Iterable[ImagePrediction]) -> dict[str, Any]:
-    """A FeatureCollection with one Point per candidate (``[lon, lat]``, per GeoJSON)."""
-    feats = []
+    """A FeatureCollection with one Point per candidate (``[lon, lat]``, per GeoJSON), each with the
+    image's ``confidence``; per image also its 90% confidence region (a MultiPolygon of discs,
+    ``"kind": "confidence_region"``); an abstained image is one Feature with a null geometry."""
+    from terraloc.confidence.region import confidence_region
+
+    feats: list[dict[str, Any]] = []
     for p in preds:
+        if p.abstained:
+            props = {"image": p.image, "abstained": True, "confidence": p.confidence}
+            feats.append({"type": "Feature", "geometry": None, "properties": props})
+            continue
+        if p.region and p.region.get("places"):
+            reg = confidence_region(
+                p.region["places"], [1.0] * len(p.region["places"]), level=1.0, radius_km=p.region["radius_km"]
+            )
+            props = {"image": p.image, "kind": "confidence_region", "confidence": p.confidence}
+            props |= {k: p.region[k] for k in ("level", "covered", "radius_km", "places")}
+            feats.append({"type": "Feature", "geometry": reg["geometry"], "properties": props})
         for c in p.candidates:
             feats.append(
                 {
@@ -95,10 +134,19 @@ def geojson(preds: Iterable[ImagePrediction]) -> dict[str, Any]:
                     "properties": {
                         "image": p.image,
                         **{k: v for k, v in c.to_json().items() if k not in ("lat", "lon")},
+                        "confidence": p.confidence,
                     },
                 }
             )
     return {"type": "FeatureCollection", "features": feats}
+
+
+def confidence_words(conf: dict[str, float] | None) -> str:
+    """The confidence in plain words: ``"likely within 25 km: 82% · 200 km: 91% · ..."`` ("" without one)."""
+    if not conf:
+        return ""
+    parts = [f"{t} km: {100 * conf[t]:.0f}%" for t in ("1", "25", "200", "750", "2500") if t in conf]
+    return "likely within " + " · ".join(parts)
 
 
 def _leaflet_css() -> str:
@@ -126,11 +174,19 @@ def html_map(preds: list[ImagePrediction], title: str = "terraloc predictions") 
 
     js = package_data("vendor", "leaflet", "leaflet.js").read_text(encoding="utf-8")
     points = []
+    regions = []
     for p in preds:
+        words = confidence_words(p.confidence)
         for c in p.candidates:
             place = ", ".join(x for x in (c.city, c.admin1, c.country) if x)
-            points.append([c.lat, c.lon, c.rank, c.probability, p.image, place])
-    data = json.dumps({"countries": countries_geojson(), "points": points}, ensure_ascii=False, separators=(",", ":"))
+            points.append([c.lat, c.lon, c.rank, c.probability, p.image, place, words if c.rank == 1 else ""])
+        if p.region and not p.abstained:
+            regions += [[a, b, p.region["radius_km"] * 1000.0] for a, b in p.region["places"]]
+    data = json.dumps(
+        {"countries": countries_geojson(), "points": points, "regions": regions},
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
     data = escape_surrogates(data.replace("</", "<\\/"))
     js = js.replace("</script", "<\\/script")
     return f"""<!DOCTYPE html>
@@ -146,19 +202,23 @@ const DATA = {data};
 const map = L.map('map', {{worldCopyJump: true}}).setView([20, 0], 2);
 L.geoJSON(DATA.countries, {{style: {{color: '#777', weight: 0.6, fillColor: '#f4f1ea', fillOpacity: 1}}}}).addTo(map);
 const esc = s => String(s).replace(/[&<>"]/g, c => ({{'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;'}})[c]);
+for (const [lat, lon, r] of DATA.regions) {{
+  L.circle([lat, lon], {{radius: r, color: '#8e44ad', weight: 1, fillOpacity: 0.12}}).addTo(map);
+}}
 const pts = [];
-for (const [lat, lon, rank, prob, image, place] of DATA.points) {{
+for (const [lat, lon, rank, prob, image, place, words] of DATA.points) {{
   const m = L.circleMarker([lat, lon], {{radius: rank === 1 ? 7 : 4, color: rank === 1 ? '#c0392b' : '#2471a3',
     weight: 1, fillOpacity: rank === 1 ? 0.9 : 0.5}}).addTo(map);
   m.bindPopup('<b>' + esc(image) + '</b><br>rank ' + rank + ' &middot; p = ' + Number(prob).toPrecision(3) +
-    '<br>' + esc(place) + '<br>' + lat.toFixed(5) + ', ' + lon.toFixed(5));
+    '<br>' + esc(place) + (words ? '<br>' + esc(words) : '') + '<br>' + lat.toFixed(5) + ', ' + lon.toFixed(5));
   pts.push([lat, lon]);
 }}
 if (pts.length) map.fitBounds(pts, {{maxZoom: 8, padding: [30, 30]}});
 const legend = L.control({{position: 'bottomleft'}});
 legend.onAdd = () => {{ const d = L.DomUtil.create('div', 'legend');
   d.innerHTML = '<span style="color:#c0392b">&#9679;</span> rank 1 &nbsp; ' +
-    '<span style="color:#2471a3">&#9679;</span> ranks 2..k';
+    '<span style="color:#2471a3">&#9679;</span> ranks 2..k &nbsp; ' +
+    '<span style="color:#8e44ad">&#9711;</span> 90% region';
   return d; }};
 legend.addTo(map);
 </script></body></html>
@@ -258,7 +318,7 @@ def complete_records(data: bytes, fmt: str, top_k: int) -> tuple[list[tuple[str,
                 and len(grp) == top_k
                 and ranks == [str(i) for i in range(1, top_k + 1)]
                 and not any(r[col["error"]] for r in grp)
-            )
+            ) or (bool(image) and len(grp) == 1 and grp[0][col["abstained"]] == "1")  # an abstention is done
             buf = io.StringIO()
             csv.writer(buf, lineterminator="\n").writerows(grp)
             keep(image, encode_text(buf.getvalue()), ok)
@@ -276,7 +336,7 @@ def complete_records(data: bytes, fmt: str, top_k: int) -> tuple[list[tuple[str,
             and isinstance(obj.get("image"), str)
             and not obj.get("error")
             and isinstance(obj.get("candidates"), list)
-            and len(obj["candidates"]) == top_k
+            and (len(obj["candidates"]) == top_k or obj.get("abstained") is True)
         )
         keep(str(obj.get("image")) if isinstance(obj, dict) else "", line, ok)
     return records, dropped

@@ -46,6 +46,13 @@ class ImagePrediction:
         error: one-line message when the image could not be processed, else ``None``.
         model: which weights produced the result: ``{"head", "backbone": {"id", "hash", "dim"}, ...}``.
         width, height: decoded size in pixels (after EXIF orientation), when decoded.
+        confidence: calibrated ``{"1": P(error <= 1 km), "25": ..., "2500": ...}`` of the rank-1
+            answer, when the geolocator has a calibrator (``None`` otherwise).
+        abstained: the answer fell below ``--min-confidence``: no candidates are given (the
+            confidence still is), and ``terraloc eval`` counts the image as not predicted.
+        region: the 90% confidence region ``{"places": [[lat, lon], ...], "level", "covered",
+            "radius_km"}`` (see :mod:`terraloc.confidence.region`), or ``None``.
+        features: the confidence features of the answer (what ``terraloc calibrate`` fits on).
     """
 
     image: str
@@ -54,6 +61,10 @@ class ImagePrediction:
     model: dict[str, Any] = field(default_factory=dict)
     width: int | None = None
     height: int | None = None
+    confidence: dict[str, float] | None = None
+    abstained: bool = False
+    region: dict[str, Any] | None = None
+    features: dict[str, float] | None = None
 
     @property
     def ok(self) -> bool:
@@ -84,4 +95,8 @@ class ImagePrediction:
             "width": self.width,
             "height": self.height,
             "model": self.model,
+            "confidence": self.confidence,
+            "abstained": self.abstained,
+            "region": self.region,
+            "features": self.features,
         }

@@ -109,6 +109,7 @@
     state.markers.forEach(function (m) { map.removeLayer(m); });
     state.markers = [];
     if (state.refLayer) { map.removeLayer(state.refLayer); state.refLayer = null; }
+    if (state.regionLayer) { map.removeLayer(state.regionLayer); state.regionLayer = null; }
     $("candidates").textContent = "";
     $("distances").textContent = "";
     ["distances-box", "reasoning-box", "references-box", "model-box"].forEach(function (id) { $(id).hidden = true; });
@@ -133,6 +134,7 @@
       ? (pred.image ? pred.image + ": " : "") + cands.length + " candidate location" + (cands.length > 1 ? "s" : "") +
         "; most probable: " + place(cands[0]) + " (" + fmtPct(cands[0].probability) + ")."
       : "No candidates.";
+    renderConfidence(pred);
     var list = $("candidates");
     cands.forEach(function (c, i) {
       var p = c.probability == null ? 0 : c.probability;
@@ -183,6 +185,31 @@
       $("model-box").hidden = false;
     }
     $("download").disabled = $("copy").disabled = false;
+  }
+
+  // Calibrated confidence in plain words, the 90% region (circles), and abstention.
+  function confidenceWords(conf) {
+    if (!conf) return "";
+    var t = ["25", "200", "750"].filter(function (k) { return conf[k] != null; });
+    return t.map(function (k) { return "likely within " + k + " km: " + Math.round(100 * conf[k]) + "%"; }).join("; ");
+  }
+
+  function renderConfidence(pred) {
+    var words = confidenceWords(pred.confidence);
+    if (pred.abstained) {
+      $("summary").textContent = (pred.image ? pred.image + ": " : "") +
+        "not confident enough to answer (" + words + ").";
+      return;
+    }
+    if (words) $("summary").textContent += " " + words.charAt(0).toUpperCase() + words.slice(1) + ".";
+    var reg = pred.region;
+    if (reg && reg.places && reg.places.length) {
+      state.regionLayer = L.layerGroup(reg.places.map(function (p) {
+        return L.circle(p, { radius: reg.radius_km * 1000, color: "#8e44ad", weight: 1, fillOpacity: 0.12,
+          interactive: false });
+      }));
+      state.regionLayer.addTo(map);
+    }
   }
 
   function renderDistances(cands) {
