@@ -28,13 +28,7 @@ def _synthetic(out: Path, n: int, seed: int, centres: np.ndarray) -> Path:
     return out
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> object:
-    """Tiny models train much faster on one thread on a busy machine; restore the count afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

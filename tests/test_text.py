@@ -14,14 +14,7 @@ from terraloc.geo.describe import describe_coords, fill_template, read_mp16pro
 from terraloc.geo.place_hierarchy import PlaceHierarchy
 from terraloc.models.text_head import TextPlaceHead, beam_search, exhaustive_search, hierarchy_embeddings
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> object:
-    """Tiny models run much faster on one thread on a busy machine; restore the count afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -30,6 +30,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import numpy as np
 from numpy.typing import NDArray
@@ -128,6 +129,21 @@ class NoPhotosError(InputError):
         self.hint = hint
 
 
+class InputOptions(TypedDict, total=False):
+    """Keyword options of :func:`read_photo_inputs` and :func:`read_manifest` (all optional).
+
+    ``id_col``, ``lat_col``, ``lon_col``: manifest columns (case-insensitive); detected when absent
+    or ``None``. ``require_coords`` (default ``False``): every photo needs ``(lat, lon)``.
+    ``check_files`` (default ``True``): manifests only — skip rows whose file does not exist.
+    """
+
+    id_col: str | None
+    lat_col: str | None
+    lon_col: str | None
+    require_coords: bool
+    check_files: bool
+
+
 def _reason_kind(reason: str) -> str:
     # "photos.csv line 4: file not found" -> "file not found"; "not an image (.txt)" -> "not an image"
     kind = reason.rsplit(": ", 1)[-1]
@@ -137,15 +153,7 @@ def _reason_kind(reason: str) -> str:
 # --------------------------------------------------------------------------- entry point
 
 
-def read_photo_inputs(
-    spec: str | Path | Sequence[str | Path],
-    *,
-    id_col: str | None = None,
-    lat_col: str | None = None,
-    lon_col: str | None = None,
-    require_coords: bool = False,
-    check_files: bool = True,
-) -> PhotoInputs:
+def read_photo_inputs(spec: str | Path | Sequence[str | Path], **options: Unpack[InputOptions]) -> PhotoInputs:
     """Read a folder, glob, image file, manifest, or a list of them.
 
     Args:
@@ -168,12 +176,12 @@ def read_photo_inputs(
     if not items:
         raise InputError("no photo inputs given")
     if len(items) == 1:
-        result = _read_one(items[0], id_col, lat_col, lon_col, require_coords, check_files, strict=True)
+        result = _read_one(items[0], options, strict=True)
     else:
         parts = []
         for item in items:
             try:
-                parts.append(_read_one(item, id_col, lat_col, lon_col, require_coords, check_files, strict=False))
+                parts.append(_read_one(item, options, strict=False))
             except NoPhotosError as exc:
                 parts.append(PhotoInputs([], [], None, exc.skipped or [(str(item), _strip(exc, item))]))
         result = _concat(parts, ", ".join(str(i) for i in items))
@@ -220,17 +228,9 @@ def _looks_like_glob(text: str) -> bool:
     return any(ch in text for ch in "*?[")
 
 
-def _read_one(
-    item: str | Path,
-    id_col: str | None,
-    lat_col: str | None,
-    lon_col: str | None,
-    require_coords: bool,
-    check_files: bool,
-    *,
-    strict: bool,
-) -> PhotoInputs:
+def _read_one(item: str | Path, options: InputOptions, *, strict: bool) -> PhotoInputs:
     text = str(item)
+    require_coords = options.get("require_coords", False)
     p = Path(item)
     if not p.exists() and not p.is_symlink() and isinstance(item, str) and _looks_like_glob(text):
         return _read_glob(text, require_coords)
@@ -239,9 +239,7 @@ def _read_one(
     if p.suffix.lower() in MANIFEST_SUFFIXES:
         if not p.exists():
             raise InputError("file not found", path=p)
-        return read_manifest(
-            p, id_col=id_col, lat_col=lat_col, lon_col=lon_col, require_coords=require_coords, check_files=check_files
-        )
+        return read_manifest(p, **options)
     if not p.exists():
         if p.is_symlink():
             raise InputError("broken symbolic link", path=p)
@@ -534,15 +532,7 @@ def _missing(path: Path, wanted: str, columns: list[str], option: str) -> InputE
     return InputError(f"missing column(s) {wanted}; found {present} (set {option})", path=path, field=wanted)
 
 
-def read_manifest(
-    path: str | Path,
-    *,
-    id_col: str | None = None,
-    lat_col: str | None = None,
-    lon_col: str | None = None,
-    require_coords: bool = False,
-    check_files: bool = True,
-) -> PhotoInputs:
+def read_manifest(path: str | Path, **options: Unpack[InputOptions]) -> PhotoInputs:
     """Read a CSV/TSV/Parquet manifest of photos (see the module docstring for the columns).
 
     Args:
@@ -559,33 +549,23 @@ def read_manifest(
             coordinates, no data rows; the message names the file, line and column.
     """
     path = Path(path)
-    return manifest_rows(
-        _read_table(path),
-        path,
-        id_col=id_col,
-        lat_col=lat_col,
-        lon_col=lon_col,
-        require_coords=require_coords,
-        check_files=check_files,
-    )
+    return manifest_rows(_read_table(path), path, **options)
 
 
 def manifest_rows(
     df,  # type: ignore[no-untyped-def]
     path: Path,
     *,
-    id_col: str | None = None,
-    lat_col: str | None = None,
-    lon_col: str | None = None,
-    require_coords: bool = False,
-    check_files: bool = True,
     empty_ok: bool = False,
+    **options: Unpack[InputOptions],
 ) -> PhotoInputs:
     """The rows of a manifest read as strings with a ``_line`` column (the whole file, or one chunk
     of it: ``empty_ok`` then accepts a chunk of blank lines); see :func:`read_manifest`."""
     from terraloc.evaluate.ids import check_unique_ids
     from terraloc.table import parse_float_column
 
+    id_col, lat_col, lon_col = options.get("id_col"), options.get("lat_col"), options.get("lon_col")
+    require_coords, check_files = options.get("require_coords", False), options.get("check_files", True)
     columns = [c for c in df.columns if c != "_line"]
     id_c = _match(columns, id_col, ())
     if id_col is not None and id_c is None:

@@ -75,3 +75,25 @@ def read_checkpoint(path: str | Path, fmt: str, what: str, hint: str = "") -> di
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise InputError(f"not a {what} (format {found!r}, expected {fmt!r})", path=path)
     return payload
+
+
+def read_tagged_json(path: Path, fmt: str, what: str, invalid: str = "not valid JSON") -> dict[str, Any]:
+    """Parse the JSON object in ``path`` and check its ``"format"`` field is ``fmt``.
+
+    ``what`` names the kind of file in errors ("geolocator config"); ``invalid`` starts the
+    message for a file that is not JSON (the parser's reason follows in brackets).
+
+    Raises:
+        InputError: not UTF-8 JSON, not an object, or another format (naming the file).
+    """
+    import json
+
+    from terraloc.errors import InputError
+
+    try:
+        body = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{invalid} ({exc})", path=path) from None
+    if not isinstance(body, dict) or body.get("format") != fmt:
+        raise InputError(f"not a terraloc {what} (format is not '{fmt}')", path=path)
+    return body

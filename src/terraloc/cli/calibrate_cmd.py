@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from terraloc.cli.app import app, err_console, out_console
+from terraloc.cli.options import BenchmarkOption, GroundTruthOption, IdColOption, LatColOption, LonColOption
 from terraloc.errors import InputError
 
 
@@ -42,33 +43,23 @@ def calibrate_command(
         ),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Calibrator JSON to write.")],
-    benchmark: Annotated[
-        str | None, typer.Option("--benchmark", "-b", help="im2gps3k, im2gps, yfcc4k or yfcc26k.")
-    ] = None,
-    ground_truth: Annotated[
-        Path | None, typer.Option("--ground-truth", help="Ground-truth CSV (with --id-col etc.).")
-    ] = None,
-    id_col: Annotated[str, typer.Option(help="Id column of --ground-truth.")] = "image",
-    lat_col: Annotated[str, typer.Option(help="Latitude column of --ground-truth.")] = "lat",
-    lon_col: Annotated[str, typer.Option(help="Longitude column of --ground-truth.")] = "lon",
+    benchmark: BenchmarkOption = None,
+    ground_truth: GroundTruthOption = None,
+    id_col: IdColOption = None,
+    lat_col: LatColOption = None,
+    lon_col: LonColOption = None,
     seed: Annotated[int, typer.Option(help="Seed of the cross-validation folds.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False,
 ) -> None:
     """Fit P(error <= 1/25/200/750/2500 km) from confidence features: isotonic, logistic or boosted
     trees, chosen by 5-fold cross-validation; prints nested cross-validated figures."""
     from terraloc.confidence.fitting import fit_calibrator
-    from terraloc.evaluate import load_benchmark, load_ground_truth_csv, load_predictions
+    from terraloc.evaluate import load_predictions, load_truth
     from terraloc.evaluate.confidence_eval import training_pairs
 
-    if (benchmark is None) == (ground_truth is None):
-        raise InputError("give exactly one of --benchmark NAME or --ground-truth FILE")
     if out.exists() and out.is_dir():
         raise InputError("is a folder; expected a file name for the calibrator", field="--out")
-    gt = (
-        load_benchmark(benchmark)
-        if benchmark is not None
-        else load_ground_truth_csv(ground_truth, id_col=id_col, lat_col=lat_col, lon_col=lon_col)  # type: ignore[arg-type]
-    )
+    gt = load_truth(benchmark, ground_truth, id_col=id_col, lat_col=lat_col, lon_col=lon_col)
     preds = load_predictions(predictions)
     names, x, err, identity = training_pairs(gt, preds)
     fit = fit_calibrator(x, err, names, identity, seed=seed, progress=lambda m: err_console.print(m, style="dim"))

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from terraloc.cli.app import app, err_console, out_console
+from terraloc.cli.options import BenchmarkOption, GroundTruthOption, IdColOption, LatColOption, LonColOption
 from terraloc.errors import InputError
 
 
@@ -45,15 +46,11 @@ def render_eval_table(result: object, title: str, compare: bool = False) -> Tabl
 @app.command("eval")
 def eval_command(
     predictions: Annotated[Path, typer.Option("--predictions", "-p", help="CSV/JSONL of predictions.")],
-    benchmark: Annotated[
-        str | None, typer.Option("--benchmark", "-b", help="im2gps3k, im2gps, yfcc4k or yfcc26k.")
-    ] = None,
-    ground_truth: Annotated[
-        Path | None, typer.Option("--ground-truth", help="Custom ground-truth CSV (with --id-col etc.).")
-    ] = None,
-    id_col: Annotated[str | None, typer.Option(help="Id column of --ground-truth (default: detected).")] = None,
-    lat_col: Annotated[str | None, typer.Option(help="Latitude column of --ground-truth (default: detected).")] = None,
-    lon_col: Annotated[str | None, typer.Option(help="Longitude column of --ground-truth (default: detected).")] = None,
+    benchmark: BenchmarkOption = None,
+    ground_truth: GroundTruthOption = None,
+    id_col: IdColOption = None,
+    lat_col: LatColOption = None,
+    lon_col: LonColOption = None,
     subset: Annotated[
         bool,
         typer.Option(
@@ -70,18 +67,12 @@ def eval_command(
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals.")] = 1000,
 ) -> None:
     """Score predictions against a benchmark's ground truth (accuracy at 1/25/200/750/2500 km)."""
-    from terraloc.evaluate import evaluate, load_benchmark, load_ground_truth_csv, load_predictions
+    from terraloc.evaluate import evaluate, load_predictions, load_truth
     from terraloc.evaluate.published import published_for
 
-    if (benchmark is None) == (ground_truth is None):
-        raise InputError("give exactly one of --benchmark NAME or --ground-truth FILE")
     if bootstrap < 1:
         raise InputError("must be at least 1", field="--bootstrap")
-    gt = (
-        load_benchmark(benchmark)
-        if benchmark is not None
-        else load_ground_truth_csv(ground_truth, id_col=id_col, lat_col=lat_col, lon_col=lon_col)  # type: ignore[arg-type]
-    )
+    gt = load_truth(benchmark, ground_truth, id_col=id_col, lat_col=lat_col, lon_col=lon_col)
     preds = load_predictions(predictions)
     from terraloc.evaluate.matching import check_match
     from terraloc.evaluate.matching import subset as subset_of

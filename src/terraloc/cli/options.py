@@ -8,11 +8,21 @@ down in ``docs/cli.md``.
 
 from __future__ import annotations
 
-from typing import Literal, TypeVar, overload
+from pathlib import Path
+from typing import Annotated, Literal, TypeVar, overload
 
 import typer
 
 T = TypeVar("T")
+
+# Ground-truth options shared by `eval` and `calibrate` (one spelling, one default: detected columns).
+BenchmarkOption = Annotated[str | None, typer.Option("--benchmark", "-b", help="im2gps3k, im2gps, yfcc4k or yfcc26k.")]
+GroundTruthOption = Annotated[
+    Path | None, typer.Option("--ground-truth", help="Custom ground-truth CSV/Parquet (with --id-col etc.).")
+]
+IdColOption = Annotated[str | None, typer.Option(help="Id column of --ground-truth (default: detected).")]
+LatColOption = Annotated[str | None, typer.Option(help="Latitude column of --ground-truth (default: detected).")]
+LonColOption = Annotated[str | None, typer.Option(help="Longitude column of --ground-truth (default: detected).")]
 
 #: The release that drops the old spellings.
 REMOVED_IN = "0.2"

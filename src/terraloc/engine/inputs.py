@@ -11,12 +11,15 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, Unpack
 
 import numpy as np
 from numpy.typing import NDArray
 
 from terraloc.errors import InputError
+
+if TYPE_CHECKING:
+    from terraloc.inputs import InputOptions
 
 
 @dataclass
@@ -85,14 +88,7 @@ def is_ignored(reason: str) -> bool:
     return reason.startswith(IGNORED_REASONS)
 
 
-def read_work_items(
-    spec: str | Path | Sequence[str | Path],
-    *,
-    id_col: str | None = None,
-    lat_col: str | None = None,
-    lon_col: str | None = None,
-    require_coords: bool = False,
-) -> WorkItems:
+def read_work_items(spec: str | Path | Sequence[str | Path], **options: Unpack[InputOptions]) -> WorkItems:
     """Read photo inputs (folder, glob, list of paths, CSV/Parquet manifest) into :class:`WorkItems`.
 
     Raises:
@@ -103,9 +99,9 @@ def read_work_items(
     specs: str | list[str] = str(spec) if isinstance(spec, str | Path) else [str(s) for s in spec]
     if isinstance(specs, list) and len(specs) == 1:
         specs = specs[0]
-    pi = read_photo_inputs(specs, id_col=id_col, lat_col=lat_col, lon_col=lon_col, require_coords=require_coords)
+    pi = read_photo_inputs(specs, **options)
     ids = [str(i) for i in pi.ids]
-    if len(set(ids)) != len(ids) and id_col is None:
+    if len(set(ids)) != len(ids) and options.get("id_col") is None:
         ids = [str(p) for p in pi.paths]  # same file names in several folders: the paths are the ids
     if len(set(ids)) != len(ids):
         seen: set[str] = set()

@@ -13,7 +13,7 @@ import csv
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -32,7 +32,7 @@ from terraloc.engine.parts import (
 )
 from terraloc.engine.plan import check_or_write_job, default_part_size, job_record, partitions
 from terraloc.engine.progress import ProgressCallback, ProgressTracker, RunSummary, peak_rss_mb
-from terraloc.engine.workers import PartInput, WorkerSpec
+from terraloc.engine.workers import BatchCallback, PartCallback, PartInput, WorkerSpec
 from terraloc.errors import InputError
 from terraloc.io import atomic_write, atomic_write_text
 
@@ -47,7 +47,9 @@ class Engine(Protocol):
     name: str
     workers: int
 
-    def run(self, spec: WorkerSpec, out: str, parts: Any, on_part: Any, on_batch: Any) -> None: ...
+    def run(
+        self, spec: WorkerSpec, out: str, parts: Iterable[PartInput], on_part: PartCallback, on_batch: BatchCallback
+    ) -> None: ...
 
 
 def read_manifest(out: str | Path) -> dict[str, Any] | None:

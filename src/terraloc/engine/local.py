@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
-from terraloc.engine.workers import PartInput, WorkerSpec, run_partition
+from terraloc.engine.workers import BatchCallback, PartCallback, PartInput, WorkerSpec, run_partition
 
 
 @dataclass
@@ -25,12 +24,7 @@ class LocalEngine:
     startup_s: float = 0.0  # seconds the last run spent loading the model
 
     def run(
-        self,
-        spec: WorkerSpec,
-        out: str,
-        parts: Iterable[PartInput],
-        on_part: Callable[[dict[str, Any]], None],
-        on_batch: Callable[[int], None],
+        self, spec: WorkerSpec, out: str, parts: Iterable[PartInput], on_part: PartCallback, on_batch: BatchCallback
     ) -> None:
         import time
 

@@ -16,11 +16,11 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from terraloc.engine.workers import PartInput, Worker, WorkerSpec, run_partition
+from terraloc.engine.workers import BatchCallback, PartCallback, PartInput, Worker, WorkerSpec, run_partition
 from terraloc.errors import InputError, TerralocError
 
 #: Environment variables forwarded from the driver to every actor (paths to shared data and caches).
@@ -100,12 +100,7 @@ class RayEngine:
     startup_s: float = 0.0  # seconds the last run spent starting actors and loading the model in them
 
     def run(
-        self,
-        spec: WorkerSpec,
-        out: str,
-        parts: Iterable[PartInput],
-        on_part: Callable[[dict[str, Any]], None],
-        on_batch: Callable[[int], None],
+        self, spec: WorkerSpec, out: str, parts: Iterable[PartInput], on_part: PartCallback, on_batch: BatchCallback
     ) -> None:
         import time
 
@@ -153,8 +148,8 @@ class RayEngine:
         actors: list[Any],
         out: str,
         parts: Iterable[PartInput],
-        on_part: Callable[[dict[str, Any]], None],
-        on_batch: Callable[[int], None],
+        on_part: PartCallback,
+        on_batch: BatchCallback,
     ) -> None:
         import ray
 

@@ -21,6 +21,7 @@ import pyarrow as pa
 from numpy.typing import NDArray
 
 from terraloc.engine.parts import ErrorRow, write_part
+from terraloc.geo.places import PLACE_COLUMNS
 
 #: Test hook: ``exit-once:MARKER`` makes the first worker that finishes computing a partition
 #: (before writing it) create ``MARKER`` and exit the process at once, as a crash would.
@@ -54,6 +55,8 @@ def absolute_if_path(value: Any) -> Any:
 
 
 BatchCallback = Callable[[int], None]
+#: Called with a finished partition's stats (:func:`run_partition`'s result).
+PartCallback = Callable[[dict[str, Any]], None]
 
 
 class Worker(Protocol):
@@ -182,21 +185,7 @@ class EmbedSpec:
 
 # --------------------------------------------------------------------------- prediction
 
-PREDICTION_COLUMNS = (
-    "index",
-    "id",
-    "image",
-    "rank",
-    "lat",
-    "lon",
-    "probability",
-    "city",
-    "admin1",
-    "country",
-    "country_code",
-    "width",
-    "height",
-)
+PREDICTION_COLUMNS = ("index", "id", "image", *PLACE_COLUMNS, "width", "height")
 
 
 class PredictWorker:

@@ -3,7 +3,7 @@
 Depends on :mod:`terraloc.geo` only.
 """
 
-from terraloc.evaluate.benchmarks import BENCHMARKS, GroundTruth, load_benchmark, load_ground_truth_csv
+from terraloc.evaluate.benchmarks import BENCHMARKS, GroundTruth, load_benchmark, load_ground_truth_csv, load_truth
 from terraloc.evaluate.metrics import THRESHOLD_KEYS, THRESHOLDS_KM, EvalResult, evaluate
 from terraloc.evaluate.predictions import Predictions, load_predictions
 
@@ -18,4 +18,5 @@ __all__ = [
     "load_benchmark",
     "load_ground_truth_csv",
     "load_predictions",
+    "load_truth",
 ]

@@ -101,3 +101,20 @@ def load_benchmark(name: str) -> GroundTruth:
     spec = BENCHMARKS[key]
     path = shared_path("data", "benchmarks", spec.file)
     return load_ground_truth_csv(path, id_col=spec.id_col, lat_col=spec.lat_col, lon_col=spec.lon_col, name=key)
+
+
+def load_truth(
+    benchmark: str | None = None,
+    ground_truth: str | Path | None = None,
+    *,
+    id_col: str | None = None,
+    lat_col: str | None = None,
+    lon_col: str | None = None,
+) -> GroundTruth:
+    """Ground truth from exactly one of a named ``benchmark`` or a ``ground_truth`` file (columns detected)."""
+    if (benchmark is None) == (ground_truth is None):
+        raise InputError("give exactly one of --benchmark NAME or --ground-truth FILE")
+    if benchmark is not None:
+        return load_benchmark(benchmark)
+    assert ground_truth is not None
+    return load_ground_truth_csv(ground_truth, id_col=id_col, lat_col=lat_col, lon_col=lon_col)

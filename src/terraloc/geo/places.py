@@ -23,6 +23,10 @@ from numpy.typing import ArrayLike
 from terraloc.errors import MissingResourceError
 from terraloc.geo.sphere import to_unit_vectors
 
+#: One ranked place of a prediction: the columns every prediction table shares (the CSV writer
+#: and the engine's Parquet parts add their own columns around them).
+PLACE_COLUMNS = ("rank", "lat", "lon", "probability", "city", "admin1", "country", "country_code")
+
 _LOCK = threading.Lock()
 _STATE: dict[str, Any] = {}
 

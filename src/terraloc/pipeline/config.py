@@ -187,18 +187,14 @@ class GeolocatorConfig(BaseModel):
             InputError: not a terraloc geolocator config, or an invalid field (naming the file).
         """
         from terraloc.errors import MissingResourceError
+        from terraloc.io import read_tagged_json
 
         p = Path(path)
         if p.is_dir():
             p = p / CONFIG_FILE
         if not p.is_file():
             raise MissingResourceError(f"{p}: no saved geolocator here (expected {CONFIG_FILE})")
-        try:
-            body = json.loads(p.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InputError(f"not valid JSON ({exc})", path=p) from None
-        if not isinstance(body, dict) or body.get("format") != CONFIG_FORMAT:
-            raise InputError(f"not a terraloc geolocator config (format is not '{CONFIG_FORMAT}')", path=p)
+        body = read_tagged_json(p, CONFIG_FORMAT, "geolocator config")
         if body.get("version") != CONFIG_VERSION:
             raise InputError(f"unsupported config version {body.get('version')!r}", path=p, field="version")
         data = {k: v for k, v in body.items() if k not in ("format", "version")}

@@ -16,20 +16,14 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
+from terraloc.geo.places import PLACE_COLUMNS
 from terraloc.pipeline.types import ImagePrediction
 
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 CSV_COLUMNS = [
     "image",
-    "rank",
-    "lat",
-    "lon",
-    "probability",
-    "city",
-    "admin1",
-    "country",
-    "country_code",
+    *PLACE_COLUMNS,
     "model",
     "weights_hash",
     "error",

@@ -32,7 +32,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from terraloc.errors import InputError, MissingResourceError
-from terraloc.io import atomic_write_text
+from terraloc.io import atomic_write_text, read_tagged_json
 
 if TYPE_CHECKING:
     from terraloc.encoders.location import LocationEncoder
@@ -135,12 +135,7 @@ def read_manifest(path: Path) -> dict[str, Any]:
     mpath = path / MANIFEST
     if not mpath.exists():
         raise MissingResourceError(f"{mpath}: gallery manifest missing; rebuild with `terraloc gallery build`")
-    try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"gallery manifest is not valid JSON ({exc})", path=mpath) from None
-    if not isinstance(manifest, dict) or manifest.get("format") != GALLERY_FORMAT:
-        raise InputError(f"not a terraloc gallery manifest (format is not '{GALLERY_FORMAT}')", path=mpath)
+    manifest = read_tagged_json(mpath, GALLERY_FORMAT, "gallery manifest", "gallery manifest is not valid JSON")
     for key, typ in (("encoder_id", str), ("weights_hash", str), ("dim", int), ("count", int), ("dtype", str)):
         if not isinstance(manifest.get(key), typ):
             raise InputError(f"missing or invalid '{key}'", path=mpath, field=key)

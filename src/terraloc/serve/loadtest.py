@@ -45,6 +45,24 @@ def _percentiles(ms: list[float]) -> dict[str, float | None]:
     }
 
 
+def _summary(
+    clients: int, elapsed: float, statuses: Counter[str], latencies: list[float], extra: dict[str, int] | None = None
+) -> dict[str, Any]:
+    """A load run's result: counts by status, ``extra`` counts, requests/s, latency percentiles (ms)."""
+    ok = statuses.get("200", 0)
+    return {
+        "clients": clients,
+        "duration_s": round(elapsed, 2),
+        "requests": sum(statuses.values()),
+        "ok": ok,
+        "status_counts": dict(sorted(statuses.items())),
+        **(extra or {}),
+        "req_per_s": round(ok / elapsed, 2) if elapsed > 0 else None,
+        **_percentiles(latencies),
+        "_latencies": latencies,
+    }
+
+
 async def _load(
     url: str, payloads: list[Payload], clients: int, duration_s: float, top_k: int, api_key: str | None
 ) -> dict[str, Any]:
@@ -80,21 +98,13 @@ async def _load(
 
         await asyncio.gather(*(worker(w) for w in range(clients)))
     elapsed = time.perf_counter() - t_start
-    ok = statuses.get("200", 0)
     other_5xx = sum(n for s, n in statuses.items() if s.isdigit() and s.startswith("5") and s != "503")
-    return {
-        "clients": clients,
-        "duration_s": round(elapsed, 2),
-        "requests": sum(statuses.values()),
-        "ok": ok,
-        "status_counts": dict(sorted(statuses.items())),
+    extra = {
         "deliberate_503": statuses.get("503", 0),
         "other_5xx": other_5xx,
         "transport_errors": sum(n for s, n in statuses.items() if s.startswith("error:")),
-        "req_per_s": round(ok / elapsed, 2) if elapsed > 0 else None,
-        **_percentiles(latencies),
-        "_latencies": latencies,
     }
+    return _summary(clients, elapsed, statuses, latencies, extra)
 
 
 async def _slow_upload(host: str, port: int, path: str, hold_s: float, rate_bps: float) -> str:
@@ -247,18 +257,7 @@ async def _load_raw(url: str, payloads: list[Payload], clients: int, duration_s:
             writer.close()
 
     await asyncio.gather(*(worker(w) for w in range(clients)))
-    elapsed = time.perf_counter() - t_start
-    ok = statuses.get("200", 0)
-    return {
-        "clients": clients,
-        "duration_s": round(elapsed, 2),
-        "requests": sum(statuses.values()),
-        "ok": ok,
-        "status_counts": dict(sorted(statuses.items())),
-        "req_per_s": round(ok / elapsed, 2) if elapsed > 0 else None,
-        **_percentiles(latencies),
-        "_latencies": latencies,
-    }
+    return _summary(clients, time.perf_counter() - t_start, statuses, latencies)
 
 
 def run_load_raw(

@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from terraloc.errors import InputError
 from terraloc.models.g3 import G3_FORMAT, G3Head, G3Model, G3Verifier, load_g3_model
 from terraloc.train.distributed import DistInfo, local_slice
+from terraloc.train.objectives import ModelOnlyState
 from terraloc.train.shards import Batch, ShardSet, ShardWriter
 
 
@@ -129,7 +130,7 @@ def _pair_loss(a: Tensor, b: Tensor, scale: Tensor, rows: slice) -> Tensor:
     return (ab + ba) / 2
 
 
-class G3Objective(nn.Module):
+class G3Objective(ModelOnlyState, nn.Module):
     """Image–GPS + image–text + text–GPS symmetric InfoNCE over the global batch (trainer contract)."""
 
     kind: ClassVar[str] = "g3"
@@ -211,15 +212,6 @@ class G3Objective(nn.Module):
             "model": self.model.state_dict(),
             **extra,
         }
-
-    def load_payload(self, payload: dict[str, Any]) -> None:
-        self.model.load_state_dict(payload["model"], strict=True)
-
-    def extra_state(self) -> dict[str, Any]:
-        return {}
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        pass
 
 
 def build_g3_objective(train: ShardSet, val: ShardSet | None = None, proj_dim: int = 0) -> G3Objective:

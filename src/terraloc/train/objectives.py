@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -33,7 +33,26 @@ def _accuracy(dist_km: np.ndarray) -> dict[str, float]:
     return accuracy_table(dist_km)
 
 
-class GeoSurgeObjective(nn.Module):
+class _HasModel(Protocol):
+    @property
+    def model(self) -> nn.Module: ...
+
+
+class ModelOnlyState:
+    """Checkpoint methods of an objective whose whole state is ``self.model``'s weights
+    (no queues or counters beside them)."""
+
+    def load_payload(self: _HasModel, payload: dict[str, Any]) -> None:
+        self.model.load_state_dict(payload["model"], strict=True)
+
+    def extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        pass
+
+
+class GeoSurgeObjective(ModelOnlyState, nn.Module):
     """Per-level InfoNCE of :class:`GeoSurge` over an :class:`S2Partition`.
 
     Args:
@@ -93,15 +112,6 @@ class GeoSurgeObjective(nn.Module):
 
     def payload(self, extra: dict[str, Any]) -> dict[str, Any]:
         return checkpoint_payload(self.model, self.partition, {"identity": json.dumps(self.identity()), **extra})
-
-    def load_payload(self, payload: dict[str, Any]) -> None:
-        self.model.load_state_dict(payload["model"], strict=True)
-
-    def extra_state(self) -> dict[str, Any]:
-        return {}
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        pass
 
 
 class GeoClipObjective(nn.Module):
