@@ -225,16 +225,16 @@ def test_embed_train_and_predict_with_geosurge_head(tmp_path: Path, shared: Path
     assert r.code == 0, r.err
     img = shared / "data" / "photos" / "osv5m" / "1105240373293389.jpg"
     r = cli("predict", img, "--backbone", tiny, "--head", "geosurge", "--checkpoint", tmp_path / "run" / "last.pt",
-            "--format", "json", "--top-k", "3", "--no-places")  # fmt: skip
+            "--format", "jsonl", "--top-k", "3", "--no-places")  # fmt: skip
     assert r.code == 0, r.err
     import json
 
     rec = json.loads(r.out.strip().splitlines()[0])
     assert rec["model"]["head"] == "geosurge" and len(rec["candidates"]) == 3
     r = cli("predict", img, "--backbone", "efficientnet-lite0", "--head", "geosurge", "--checkpoint",
-            tmp_path / "run" / "last.pt", "--format", "json", "--no-places")  # fmt: skip
+            tmp_path / "run" / "last.pt", "--format", "jsonl", "--no-places")  # fmt: skip
     # the checkpoint records the tiny CLIP its shards came from: another backbone is refused by name
-    assert r.code == 2 and "last.pt" in r.err and "efficientnet-lite0" in r.err and str(tiny) in r.err
+    assert r.code == 2 and "last.pt" in r.err and "efficientnet-lite0" in r.err and str(Path(tiny).resolve()) in r.err
 
 
 @pytest.mark.parametrize("batch_size", [7, 64, 500, 600])
