@@ -10,6 +10,24 @@ from typing import Annotated, Any
 import typer
 
 from terraloc.cli.app import app, err_console, out_console
+from terraloc.cli.model_options import (
+    BackboneOption,
+    CalibratorOption,
+    CheckpointOption,
+    DbOption,
+    DistinctKmOption,
+    FusionOption,
+    GalleryOption,
+    HeadOption,
+    IndexOption,
+    LlmOption,
+    MinConfidenceOption,
+    ModelOption,
+    PlacesOption,
+    ReasonerOption,
+    SegmenterOption,
+    TenCropOption,
+)
 from terraloc.errors import InputError
 
 FORMATS = ("table", "json", "csv", "geojson")  # "json" = JSON Lines (--format jsonl)
@@ -134,49 +152,18 @@ def _table(preds: list[Any]) -> None:
 def predict_command(
     paths: Annotated[list[Path], typer.Argument(help="Image files, folders (recursive) or CSV lists of paths.")],
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Candidates per image.")] = 5,
-    model: Annotated[
-        str | None,
-        typer.Option("--model", help="A saved geolocator folder (Geolocator.save_pretrained) or a preset name."),
-    ] = None,
-    backbone: Annotated[
-        str | None,
-        typer.Option(help="Backbone: a local folder, a model name (terraloc models list) or efficientnet-lite0."),
-    ] = None,
-    head: Annotated[
-        str | None,
-        typer.Option(
-            help="geoclip (GPS gallery), refdb (reference photos, needs --db), geosurge (needs --checkpoint), "
-            "geosurge+fusion (needs --fusion) or an installed third-party head."
-        ),
-    ] = None,
-    gallery: Annotated[
-        str | None,
-        typer.Option(help="GPS gallery for the geoclip head: geoclip-100k or a folder (terraloc gallery build)."),
-    ] = None,
-    index: Annotated[
-        str | None,
-        typer.Option(
-            help="Gallery search: flat (exact), hierarchical@OPTS or a FAISS factory string with @PARAMS, "
-            "e.g. 'IVF1024,Flat@nprobe=16'; built once and cached with the gallery."
-        ),
-    ] = None,
+    model: ModelOption = None,
+    backbone: BackboneOption = None,
+    head: HeadOption = None,
+    gallery: GalleryOption = None,
+    index: IndexOption = None,
     shortlist: Annotated[
         int | None, typer.Option(help="Rows an approximate --index retrieves per image (softmax support).")
     ] = None,
-    fusion: Annotated[
-        Path | None,
-        typer.Option(
-            help="Semantic-fusion checkpoint (terraloc fusion train) for --head geosurge; the GeoSURGE "
-            "head defaults to geosurge.pt beside it."
-        ),
-    ] = None,
-    segmenter: Annotated[
-        str | None, typer.Option(help="Segmentation provider for --fusion: tflite or oneformer:DIR.")
-    ] = None,
-    checkpoint: Annotated[
-        Path | None, typer.Option("--checkpoint", help="Trained GeoSURGE checkpoint (terraloc train geosurge).")
-    ] = None,
-    db: Annotated[Path | None, typer.Option("--db", help="Reference database folder (terraloc db build).")] = None,
+    fusion: FusionOption = None,
+    segmenter: SegmenterOption = None,
+    checkpoint: CheckpointOption = None,
+    db: DbOption = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table, csv, jsonl (JSON Lines) or geojson.")] = "table",
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Write results to this file (as they finish).")
@@ -186,28 +173,13 @@ def predict_command(
     resume: Annotated[bool, typer.Option(help="Skip images already in --out.")] = False,
     batch_size: Annotated[int | None, typer.Option(help="Images per backbone call [default: 16].")] = None,
     workers: Annotated[int | None, typer.Option(help="Decoding threads [default: 2].")] = None,
-    ten_crop: Annotated[
-        bool | None, typer.Option("--ten-crop/--no-ten-crop", help="Average the logits of ten crops (geoclip head).")
-    ] = None,
-    places: Annotated[bool | None, typer.Option("--places/--no-places", help="Add offline place names.")] = None,
-    reasoner: Annotated[
-        str | None, typer.Option(help="rag: reason over nearest/farthest references (needs --db; see docs/rag.md).")
-    ] = None,
-    llm: Annotated[
-        str | None, typer.Option(help="LLM for --reasoner rag: local[:NAME|:PATH.gguf] or http(s)://HOST/v1#MODEL.")
-    ] = None,
-    calibrator: Annotated[
-        Path | None,
-        typer.Option(help="Calibrator JSON (terraloc calibrate) for this configuration: adds confidence."),
-    ] = None,
-    min_confidence: Annotated[
-        str | None,
-        typer.Option(help="KM:P, e.g. 25:0.8: abstain (explicit abstained row) when P(error <= KM) < P."),
-    ] = None,
-    distinct_km: Annotated[
-        float | None,
-        typer.Option(help="Merge candidates within this many km of a better one (0 = raw list) [default: 25]."),
-    ] = None,
+    ten_crop: TenCropOption = None,
+    places: PlacesOption = None,
+    reasoner: ReasonerOption = None,
+    llm: LlmOption = None,
+    calibrator: CalibratorOption = None,
+    min_confidence: MinConfidenceOption = None,
+    distinct_km: DistinctKmOption = None,
     engine: Annotated[
         str | None,
         typer.Option(

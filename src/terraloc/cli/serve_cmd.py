@@ -9,6 +9,24 @@ from typing import Annotated, Any
 import typer
 
 from terraloc.cli.app import app, bench_app, err_console, fail, out_console
+from terraloc.cli.model_options import (
+    BackboneOption,
+    CalibratorOption,
+    CheckpointOption,
+    DbOption,
+    DistinctKmOption,
+    FusionOption,
+    GalleryOption,
+    HeadOption,
+    IndexOption,
+    LlmOption,
+    MinConfidenceOption,
+    ModelOption,
+    PlacesOption,
+    ReasonerOption,
+    SegmenterOption,
+    TenCropOption,
+)
 
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
@@ -52,10 +70,7 @@ def _precheck_backbone(spec: str) -> None:
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind (loopback by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.", min=0, max=65535)] = 8000,
-    backbone: Annotated[
-        str | None,
-        typer.Option(help="Backbone: a local folder, a model name (terraloc models list) or efficientnet-lite0."),
-    ] = None,
+    backbone: BackboneOption = None,
     predictor: Annotated[
         str | None,
         typer.Option(
@@ -63,30 +78,18 @@ def serve(
             "predict(images, top_k) and describe()."
         ),
     ] = None,
-    model: Annotated[
-        str | None,
-        typer.Option("--model", help="A saved geolocator folder (Geolocator.save_pretrained) or a preset name."),
-    ] = None,
-    head: Annotated[
-        str | None,
-        typer.Option(help="geoclip, refdb (needs --db), geosurge (needs --checkpoint), geosurge+fusion (--fusion)."),
-    ] = None,
-    gallery: Annotated[
-        str | None, typer.Option(help="GPS gallery for the geoclip head: geoclip-100k or a gallery folder.")
-    ] = None,
-    index: Annotated[
-        str | None, typer.Option(help="Gallery search: flat, hierarchical@OPTS or a FAISS factory string@PARAMS.")
-    ] = None,
-    db: Annotated[Path | None, typer.Option("--db", help="Reference database folder (terraloc db build).")] = None,
-    checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Trained GeoSURGE checkpoint.")] = None,
-    fusion: Annotated[Path | None, typer.Option(help="Semantic-fusion checkpoint (terraloc fusion train).")] = None,
-    segmenter: Annotated[str | None, typer.Option(help="Segmentation provider for --fusion.")] = None,
-    reasoner: Annotated[str | None, typer.Option(help="rag: the RAG reasoning stage (needs --db).")] = None,
-    llm: Annotated[str | None, typer.Option(help="LLM for --reasoner rag.")] = None,
-    ten_crop: Annotated[
-        bool | None, typer.Option("--ten-crop/--no-ten-crop", help="Average the logits of ten crops (geoclip head).")
-    ] = None,
-    places: Annotated[bool | None, typer.Option("--places/--no-places", help="Add offline place names.")] = None,
+    model: ModelOption = None,
+    head: HeadOption = None,
+    gallery: GalleryOption = None,
+    index: IndexOption = None,
+    db: DbOption = None,
+    checkpoint: CheckpointOption = None,
+    fusion: FusionOption = None,
+    segmenter: SegmenterOption = None,
+    reasoner: ReasonerOption = None,
+    llm: LlmOption = None,
+    ten_crop: TenCropOption = None,
+    places: PlacesOption = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Default number of candidates per photo.", min=1)] = 5,
     max_upload_mb: Annotated[float, typer.Option(help="Largest accepted image file, in MB.", min=0.001)] = 20.0,
     max_pixels: Annotated[int, typer.Option(help="Largest accepted image, in pixels (w x h).", min=1)] = 100_000_000,
@@ -111,15 +114,9 @@ def serve(
     ] = None,
     tile_attribution: Annotated[str, typer.Option(help="Attribution shown with --tile-url tiles.")] = "",
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
-    calibrator: Annotated[
-        Path | None, typer.Option(help="Calibrator JSON (terraloc calibrate) for this configuration: adds confidence.")
-    ] = None,
-    min_confidence: Annotated[
-        str | None, typer.Option(help="KM:P, e.g. 25:0.8: abstain when P(error <= KM) < P (needs --calibrator).")
-    ] = None,
-    distinct_km: Annotated[
-        float | None, typer.Option(help="Merge candidates within this many km of a better one (0 = raw list) [25].")
-    ] = None,
+    calibrator: CalibratorOption = None,
+    min_confidence: MinConfidenceOption = None,
+    distinct_km: DistinctKmOption = None,
     lazy: Annotated[
         bool, typer.Option("--lazy", help="Start at once and load the model in the background (/readyz tells).")
     ] = False,
