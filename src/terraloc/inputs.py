@@ -27,7 +27,7 @@ import glob as globmod
 import os
 import stat
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypedDict, Unpack
@@ -186,15 +186,16 @@ def read_photo_inputs(spec: str | Path | Sequence[str | Path], **options: Unpack
                 parts.append(PhotoInputs([], [], None, exc.skipped or [(str(item), _strip(exc, item))]))
         result = _concat(parts, ", ".join(str(i) for i in items))
     if not result.paths:
-        why = f" ({result.skip_summary()})" if result.skipped else ""
-        hint = f"; {result.hint}" if result.hint else ""
-        raise NoPhotosError(
-            f"no usable photos{why}{hint}",
-            path=result.source,
-            skipped=result.skipped,
-            hint=result.hint,
-        )
+        raise no_photos(result)
     return result
+
+
+def no_photos(result: PhotoInputs) -> NoPhotosError:
+    """The error for inputs that named no usable photo (``result.paths`` empty): counts the skipped
+    reasons and adds the hint."""
+    why = f" ({result.skip_summary()})" if result.skipped else ""
+    hint = f"; {result.hint}" if result.hint else ""
+    return NoPhotosError(f"no usable photos{why}{hint}", path=result.source, skipped=result.skipped, hint=result.hint)
 
 
 def _strip(exc: InputError, item: str | Path) -> str:
@@ -228,25 +229,45 @@ def _looks_like_glob(text: str) -> bool:
     return any(ch in text for ch in "*?[")
 
 
-def _read_one(item: str | Path, options: InputOptions, *, strict: bool) -> PhotoInputs:
-    text = str(item)
-    require_coords = options.get("require_coords", False)
+def input_kind(item: str | Path, *, strict: bool) -> str:
+    """What one input item is: ``"glob"``, ``"folder"``, ``"manifest"``, ``"file"`` (an image file,
+    used whatever its suffix: the decoder reports what it cannot read) or ``"missing"`` (only when
+    not ``strict``: one item of a list, skipped as ``file not found``).
+
+    Raises:
+        InputError: a manifest or (``strict``) a path that does not exist, a broken link.
+    """
     p = Path(item)
-    if not p.exists() and not p.is_symlink() and isinstance(item, str) and _looks_like_glob(text):
-        return _read_glob(text, require_coords)
+    if not p.exists() and not p.is_symlink() and isinstance(item, str) and _looks_like_glob(str(item)):
+        return "glob"
     if p.is_dir():
-        return _read_files(text, _scan_folder(p), require_coords, folder=p)
+        return "folder"
     if p.suffix.lower() in MANIFEST_SUFFIXES:
         if not p.exists():
             raise InputError("file not found", path=p)
-        return read_manifest(p, **options)
+        return "manifest"
     if not p.exists():
         if p.is_symlink():
             raise InputError("broken symbolic link", path=p)
         if strict:
             raise InputError("no such file or folder", path=p)
+        return "missing"
+    return "file"
+
+
+def _read_one(item: str | Path, options: InputOptions, *, strict: bool) -> PhotoInputs:
+    text = str(item)
+    require_coords = options.get("require_coords", False)
+    p = Path(item)
+    kind = input_kind(item, strict=strict)
+    if kind == "glob":
+        return _read_glob(text, require_coords)
+    if kind == "folder":
+        return _read_files(text, _scan_folder(p), require_coords, folder=p)
+    if kind == "manifest":
+        return read_manifest(p, **options)
+    if kind == "missing":
         return PhotoInputs([], [], None, [(text, "file not found")], source=text)
-    # A file named explicitly is used whatever its suffix: the decoder reports what it cannot read.
     return _read_files(text, ([p], []), require_coords, folder=p.parent)
 
 
@@ -269,32 +290,52 @@ def _classify(path: Path, exts: frozenset[str]) -> str | None:
     return f"not an image ({suffix or 'no extension'})"
 
 
+#: One entry of a folder walk or glob listing: ``(image path, None)`` or ``(item, reason skipped)``.
+Listed = tuple[Path, None] | tuple[str, str]
+
+
+def _split(listing: Iterable[Listed]) -> tuple[list[Path], list[tuple[str, str]]]:
+    found: list[Path] = []
+    skipped: list[tuple[str, str]] = []
+    for item, reason in listing:
+        if reason is None:
+            found.append(item)  # type: ignore[arg-type]
+        else:
+            skipped.append((str(item), reason))
+    return found, skipped
+
+
 def _scan_folder(root: Path) -> tuple[list[Path], list[tuple[str, str]]]:
-    """Image files under ``root`` (recursive, sorted) and ``(path, reason)`` for everything else.
+    """Image files under ``root`` (recursive, sorted) and ``(path, reason)`` for everything else."""
+    return _split(walk_folder(root))
+
+
+def walk_folder(root: Path) -> Iterator[Listed]:
+    """Image files under ``root`` and everything else with its reason, depth first, each folder's
+    entries sorted by name (a sub-folder walked where its name sorts); one folder's entries in
+    memory at a time.
 
     Symlinked folders are followed; a link back to a folder already visited is reported as a
     symlink loop instead of being walked again.
     """
     exts = image_extensions()
-    found: list[Path] = []
-    skipped: list[tuple[str, str]] = []
     visited: set[tuple[int, int]] = set()
 
-    def walk(folder: Path) -> None:
+    def walk(folder: Path) -> Iterator[Listed]:
         try:
             st = folder.stat()
         except OSError as exc:
-            skipped.append((str(folder), _os_reason(exc)))
+            yield str(folder), _os_reason(exc)
             return
         key = (st.st_dev, st.st_ino)
         if key in visited:
-            skipped.append((str(folder), "symlink loop (folder already visited)"))
+            yield str(folder), "symlink loop (folder already visited)"
             return
         visited.add(key)
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError as exc:
-            skipped.append((str(folder), _os_reason(exc)))
+            yield str(folder), _os_reason(exc)
             return
         for e in entries:
             path = Path(e.path)
@@ -302,26 +343,22 @@ def _scan_folder(root: Path) -> tuple[list[Path], list[tuple[str, str]]]:
                 is_dir = e.is_dir(follow_symlinks=True)
                 is_file = e.is_file(follow_symlinks=True)
             except OSError as exc:
-                skipped.append((e.path, _os_reason(exc)))
+                yield e.path, _os_reason(exc)
                 continue
             if is_dir:
                 if e.name.startswith("."):
-                    skipped.append((e.path, "hidden folder"))
+                    yield e.path, "hidden folder"
                 else:
-                    walk(path)
+                    yield from walk(path)
             elif is_file:
                 reason = _classify(path, exts)
-                if reason is None:
-                    found.append(path)
-                else:
-                    skipped.append((e.path, reason))
+                yield (path, None) if reason is None else (e.path, reason)
             elif e.is_symlink():
-                skipped.append((e.path, _link_reason(path)))
+                yield e.path, _link_reason(path)
             else:
-                skipped.append((e.path, "not a regular file"))
+                yield e.path, "not a regular file"
 
-    walk(root)
-    return found, skipped
+    yield from walk(root)
 
 
 def _os_reason(exc: OSError) -> str:
@@ -350,36 +387,37 @@ def _read_glob(pattern: str, require_coords: bool) -> PhotoInputs:
     matches = sorted(globmod.glob(pattern, recursive=True))
     if not matches:
         raise InputError("pattern matches no files", path=pattern)
+    files, skipped = _split(glob_listing(matches))
+    files = list(dict.fromkeys(files))  # "**/*" matches a folder and the files in it
+    skipped = list(dict.fromkeys(skipped))
+    base = glob_base(pattern)
+    return _read_files(pattern, (files, skipped), require_coords, folder=base)
+
+
+def glob_listing(matches: Iterable[str]) -> Iterator[Listed]:
+    """What a glob's ``matches`` (sorted) name, in order: matched files, and the walk of matched
+    folders (:func:`walk_folder`); repeats are the caller's to drop (a folder and its files may
+    both match)."""
     exts = image_extensions()
-    files: list[Path] = []
-    skipped: list[tuple[str, str]] = []
     for m in matches:
         p = Path(m)
         if p.is_dir():
-            sub, sk = _scan_folder(p)
-            files.extend(sub)
-            skipped.extend(sk)
+            yield from walk_folder(p)
             continue
         try:
             mode = p.stat().st_mode
         except OSError as exc:
-            skipped.append((m, _link_reason(p) if p.is_symlink() else _os_reason(exc)))
+            yield m, _link_reason(p) if p.is_symlink() else _os_reason(exc)
             continue
         if not stat.S_ISREG(mode):
-            skipped.append((m, "not a regular file"))
+            yield m, "not a regular file"
             continue
         reason = _classify(p, exts)
-        if reason is None:
-            files.append(p)
-        else:
-            skipped.append((m, reason))
-    files = list(dict.fromkeys(files))  # "**/*" matches a folder and the files in it
-    skipped = list(dict.fromkeys(skipped))
-    base = _glob_base(pattern)
-    return _read_files(pattern, (files, skipped), require_coords, folder=base)
+        yield (p, None) if reason is None else (m, reason)
 
 
-def _glob_base(pattern: str) -> Path:
+def glob_base(pattern: str) -> Path:
+    """The folder a glob pattern starts in (its parts before the first wildcard)."""
     parts = Path(pattern).parts
     keep = []
     for part in parts:
@@ -393,23 +431,27 @@ def _read_files(
     source: str, listing: tuple[list[Path], list[tuple[str, str]]], require_coords: bool, *, folder: Path
 ) -> PhotoInputs:
     files, skipped = listing
-    skipped = list(skipped)
+    found = photo_files(files, require_coords)
+    hint = manifest_hint(folder) if found.skipped else None
+    return PhotoInputs(found.paths, found.ids, found.coords, [*skipped, *found.skipped], source=source, hint=hint)
+
+
+def photo_files(files: Sequence[Path], require_coords: bool) -> PhotoInputs:
+    """Image files found on disk as photos: ids are the file stems; with ``require_coords`` each
+    gets its EXIF GPS position (``coords`` ``(N, 2)``) and those without one are skipped
+    (``no EXIF GPS position``); otherwise ``coords`` is ``None``."""
     if not require_coords:
-        return PhotoInputs([str(f) for f in files], [f.stem for f in files], None, skipped, source=source)
-    paths, ids, coords = [], [], []
-    no_gps = 0
+        return PhotoInputs([str(f) for f in files], [f.stem for f in files], None)
+    paths, ids, coords, skipped = [], [], [], []
     for f in files:
         ll = exif_gps(f)
         if ll is None:
             skipped.append((str(f), "no EXIF GPS position"))
-            no_gps += 1
             continue
         paths.append(str(f))
         ids.append(f.stem)
         coords.append(ll)
-    hint = manifest_hint(folder) if no_gps else None
-    arr = np.asarray(coords, dtype=np.float64).reshape(-1, 2)
-    return PhotoInputs(paths, ids, arr, skipped, source=source, hint=hint)
+    return PhotoInputs(paths, ids, np.asarray(coords, dtype=np.float64).reshape(-1, 2), skipped)
 
 
 def exif_gps(path: str | Path) -> tuple[float, float] | None:

@@ -1,8 +1,9 @@
 """Photo inputs for engine jobs: ids, paths and optional ``(lat, lon)`` in input order.
 
-Read by the one reader of photo inputs, :func:`terraloc.inputs.read_photo_inputs` (a folder, a
-glob, a list of paths or a CSV/Parquet manifest; with ``require_coords`` photos found on disk get
-their EXIF GPS position); engine code only sees :class:`WorkItems`.
+Jobs read them with :func:`terraloc.engine.stream.open_work_items` (what
+:func:`terraloc.inputs.read_photo_inputs` reads — a folder, a glob, a list of paths or a
+CSV/TSV/Parquet manifest — kept on disk); engine code sees the :class:`JobInputs` interface.
+:class:`WorkItems` is the same in memory, for small inputs (tests, benchmarks).
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ from typing import TYPE_CHECKING, Protocol, Unpack
 
 import numpy as np
 from numpy.typing import NDArray
-
-from terraloc.errors import InputError
 
 if TYPE_CHECKING:
     from terraloc.inputs import InputOptions
@@ -50,9 +49,9 @@ class WorkItems:
         """SHA-256 (16 hex) of the ids, paths and coordinates, in order (the job's inputs fingerprint)."""
         h = hashlib.sha256()
         for i, p in zip(self.ids, self.paths, strict=True):
-            h.update(i.encode())
+            h.update(i.encode("utf-8", "surrogateescape"))  # file names need not be UTF-8
             h.update(b"\0")
-            h.update(p.encode())
+            h.update(p.encode("utf-8", "surrogateescape"))
             h.update(b"\n")
         if self.coords is not None:
             h.update(np.ascontiguousarray(self.coords, dtype=np.float64).tobytes())
@@ -65,7 +64,7 @@ class WorkItems:
 
 class JobInputs(Protocol):
     """What a job needs of its inputs: :class:`WorkItems` (in memory) or
-    :class:`terraloc.engine.stream.StreamedItems` (a manifest kept on disk)."""
+    :class:`terraloc.engine.stream.StreamedItems` (kept on disk)."""
 
     skipped: list[tuple[str, str]]
 
@@ -89,23 +88,12 @@ def is_ignored(reason: str) -> bool:
 
 
 def read_work_items(spec: str | Path | Sequence[str | Path], **options: Unpack[InputOptions]) -> WorkItems:
-    """Read photo inputs (folder, glob, list of paths, CSV/Parquet manifest) into :class:`WorkItems`.
+    """Read photo inputs (folder, glob, list of paths, CSV/Parquet manifest) into :class:`WorkItems`,
+    in memory: :func:`terraloc.engine.stream.open_work_items` read back whole (small inputs only).
 
     Raises:
         InputError: nothing usable, a malformed manifest, duplicate ids.
     """
-    from terraloc.inputs import read_photo_inputs
+    from terraloc.engine.stream import open_work_items
 
-    specs: str | list[str] = str(spec) if isinstance(spec, str | Path) else [str(s) for s in spec]
-    if isinstance(specs, list) and len(specs) == 1:
-        specs = specs[0]
-    pi = read_photo_inputs(specs, **options)
-    ids = [str(i) for i in pi.ids]
-    if len(set(ids)) != len(ids) and options.get("id_col") is None:
-        ids = [str(p) for p in pi.paths]  # same file names in several folders: the paths are the ids
-    if len(set(ids)) != len(ids):
-        seen: set[str] = set()
-        dup = next(i for i in ids if i in seen or seen.add(i))  # type: ignore[func-returns-value]
-        raise InputError(f"duplicate photo id '{dup}' (give distinct ids with --id-col)", field="id")
-    coords = None if pi.coords is None else np.asarray(pi.coords, dtype=np.float64).reshape(-1, 2)
-    return WorkItems(ids, [str(p) for p in pi.paths], coords, list(pi.skipped))
+    return open_work_items(spec, **options).to_work_items()

@@ -23,9 +23,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
-from terraloc.engine.inputs import WorkItems
+from terraloc.engine.inputs import JobInputs
 from terraloc.engine.job import Engine, read_manifest, run_job
 from terraloc.engine.progress import ProgressCallback, RunSummary
+from terraloc.engine.stream import StreamedItems
 from terraloc.engine.workers import EmbedSpec
 from terraloc.errors import InputError
 from terraloc.io import atomic_write, atomic_write_text
@@ -36,22 +37,18 @@ WORK = ".work"
 
 def geotagged_items(
     images: str | Path, *, id_col: str | None = None, lat_col: str | None = None, lon_col: str | None = None
-) -> WorkItems:
-    """Geotagged photos: a CSV/Parquet manifest with lat/lon, or a folder/glob of EXIF-geotagged photos.
+) -> StreamedItems:
+    """Geotagged photos: a CSV/Parquet manifest with lat/lon, or a folder/glob of EXIF-geotagged photos,
+    kept on disk (:func:`~terraloc.engine.stream.open_work_items`).
 
     Ids are file stems (as reference-database tables have always used) unless ``id_col`` is given.
 
     Raises:
         NoPhotosError: nothing usable (carries the skipped list).
     """
-    from terraloc.engine.inputs import read_work_items
+    from terraloc.engine.stream import open_work_items
 
-    items = read_work_items(images, id_col=id_col, lat_col=lat_col, lon_col=lon_col, require_coords=True)
-    if id_col is None:
-        stems = [Path(i).stem for i in items.ids]
-        if len(set(stems)) == len(stems):
-            items.ids = stems
-    return items
+    return open_work_items(images, id_col=id_col, lat_col=lat_col, lon_col=lon_col, require_coords=True, stem_ids=True)
 
 
 def _embeddings(t: pa.Table) -> NDArray[np.float32]:
@@ -61,7 +58,7 @@ def _embeddings(t: pa.Table) -> NDArray[np.float32]:
 
 
 def build_refdb(
-    items: WorkItems,
+    items: JobInputs,
     backbone: str,
     out: str | Path,
     engine: Engine,

@@ -1,37 +1,61 @@
-"""Photo inputs kept on disk: a CSV/Parquet manifest read in chunks, never whole, by the driver.
+"""Photo inputs kept on disk: every input kind read in chunks, never listed whole, by the driver.
 
-:func:`open_work_items` reads a manifest ``CHUNK_ROWS`` rows at a time through the one manifest
-reader (:func:`terraloc.inputs.manifest_rows`: the same columns, checks and messages), writes each
-chunk's ids, paths and coordinates to an Arrow file in a temporary folder and hashes them as it
-goes. What stays in the driver is O(chunk) plus 16 bytes a photo (a 64-bit key of each id and its
-line, to refuse a duplicate id across chunks) and the skipped rows. A partition's inputs are read
-back from that file when it is handed out (:meth:`StreamedItems.part`), so the driver's memory
-does not grow with the number of photos the way a list of every path does.
+:func:`open_work_items` reads what :func:`terraloc.inputs.read_photo_inputs` reads — a folder
+(walked one folder's entries at a time, :func:`terraloc.inputs.walk_folder`), a glob (its
+matches sorted on disk, in runs), an image file, a CSV/TSV/Parquet manifest (``CHUNK_ROWS`` rows
+at a time through :func:`terraloc.inputs.manifest_rows`) or a list of these — and appends the
+photos' ids, paths and coordinates to an Arrow file in a temporary folder, ``CHUNK_ROWS`` rows a
+batch. The photos, their order, ids, coordinates and skipped items are those of
+``read_photo_inputs`` plus the engine's id rule (see :func:`open_work_items`).
 
-Folders, globs and lists of paths are read by :func:`terraloc.engine.inputs.read_work_items`.
+What stays in the driver is O(chunk) plus 16-byte keys of the strings that must be unique (ids;
+for a glob or a list also the paths, to drop repeats; a manifest's ids with their lines, to
+refuse a duplicate across chunks), the skipped items, and one row-count per batch. Passes that
+need every id (a repeated id, the file stems of a database) read the file back batch by batch.
+A partition's inputs are read back when it is handed out (:meth:`StreamedItems.part`).
 """
 
 from __future__ import annotations
 
+import glob as globmod
 import hashlib
+import heapq
+import itertools
+import os
 import shutil
 import tempfile
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.ipc as ipc
 from numpy.typing import NDArray
 
-from terraloc.engine.inputs import WorkItems, read_work_items
+from terraloc.engine.inputs import WorkItems
 from terraloc.errors import InputError
+from terraloc.inputs import InputOptions, PhotoInputs
 
-#: Manifest rows read (and kept) at a time.
+#: Rows read, written and kept at a time.
 CHUNK_ROWS = 2048
+#: A glob's matches sorted in memory at a time (then written as a sorted run and merged).
+SORT_RUN_ROWS = 65536
+#: Sorted runs merged at once (open files).
+MERGE_FAN_IN = 64
 
-_SCHEMA = pa.schema([("id", pa.string()), ("path", pa.string()), ("lat", pa.float64()), ("lon", pa.float64())])
+# ids and paths as UTF-8 bytes with surrogateescape: file names need not be UTF-8
+_SCHEMA = pa.schema([("id", pa.binary()), ("path", pa.binary()), ("lat", pa.float64()), ("lon", pa.float64())])
+
+
+def _enc(texts: Iterable[str]) -> list[bytes]:
+    return [t.encode("utf-8", "surrogateescape") for t in texts]
+
+
+def _dec(col: Any) -> list[str]:
+    return [b.decode("utf-8", "surrogateescape") for b in col.to_pylist()]
 
 
 class StreamedItems:
@@ -39,13 +63,16 @@ class StreamedItems:
     :class:`~terraloc.engine.inputs.WorkItems` that :func:`~terraloc.engine.job.run_job` uses.
 
     Attributes:
-        skipped: ``(item, reason)`` for manifest rows that named no usable photo.
-        has_coords: whether the manifest has coordinate columns (``(lat, lon)`` per photo).
+        skipped: ``(item, reason)`` for inputs that named no usable photo.
+        has_coords: whether every photo has ``(lat, lon)``.
     """
 
-    def __init__(self, file: Path, n: int, has_coords: bool, digest: str, skipped: list[tuple[str, str]]) -> None:
+    def __init__(
+        self, file: Path, starts: NDArray[np.int64], has_coords: bool, digest: str, skipped: list[tuple[str, str]]
+    ) -> None:
         self.file = file
-        self.n = n
+        self.starts = starts  # first row of each record batch, then the row count
+        self.n = int(starts[-1])
         self.has_coords = has_coords
         self._digest = digest
         self.skipped = skipped
@@ -59,110 +86,236 @@ class StreamedItems:
 
     def part(self, lo: int, hi: int) -> tuple[list[str], list[str], NDArray[np.float64] | None]:
         """Ids, paths and ``(hi - lo, 2)`` coordinates (or ``None``) of inputs ``[lo, hi)``."""
+        batches = []
         with pa.OSFile(str(self.file), "rb") as fh:  # plain reads: a memory map would stay resident
-            reader = pa.ipc.open_file(fh)
-            batches = []
-            start = 0
-            for k in range(reader.num_record_batches):
-                b = reader.get_batch(k)
-                end = start + b.num_rows
-                if end > lo and start < hi:
-                    batches.append(b.slice(max(0, lo - start), min(hi, end) - max(lo, start)))
-                start = end
-                if start >= hi:
-                    break
+            reader = ipc.open_file(fh)
+            k = max(0, int(np.searchsorted(self.starts, lo, side="right")) - 1)
+            while k < reader.num_record_batches and self.starts[k] < hi:
+                start, end = int(self.starts[k]), int(self.starts[k + 1])
+                a, b = max(lo, start), min(hi, end)
+                if b > a:
+                    batches.append(reader.get_batch(k).slice(a - start, b - a))
+                k += 1
         t = pa.Table.from_batches(batches, schema=_SCHEMA)
         coords = None
         if self.has_coords:
             coords = np.stack([t.column("lat").to_numpy(), t.column("lon").to_numpy()], axis=1).astype(np.float64)
-        return t.column("id").to_pylist(), t.column("path").to_pylist(), coords
+        return _dec(t.column("id")), _dec(t.column("path")), coords
+
+    def to_work_items(self) -> WorkItems:
+        """Every input in memory (for small inputs: tests, benchmarks)."""
+        ids, paths, coords = self.part(0, self.n)
+        return WorkItems(ids, paths, coords, list(self.skipped))
 
 
-def _csv_chunks(path: Path) -> Iterator[Any]:
-    """The CSV as string DataFrames of ``CHUNK_ROWS`` rows with their ``_line`` (as ``table.read_csv``)."""
+def _batches(file: Path) -> Iterator[pa.RecordBatch]:
+    with pa.OSFile(str(file), "rb") as fh:
+        reader = ipc.open_file(fh)
+        for k in range(reader.num_record_batches):
+            yield reader.get_batch(k)
+
+
+# --------------------------------------------------------------------------- unique strings
+
+
+def _keys(texts: Sequence[str]) -> NDArray[Any]:
+    """128-bit keys (``V16``) of strings: a false repeat would need a BLAKE2b collision."""
+    digests = (hashlib.blake2b(t.encode("utf-8", "surrogateescape"), digest_size=16).digest() for t in texts)
+    return np.frombuffer(b"".join(digests), dtype="V16")
+
+
+class _KeySet:
+    """Keys of the strings seen so far, each with an optional ``int`` (a line), in a few sorted runs
+    whose sizes halve (merged like a binary counter): adding a chunk costs O(chunk · log N)
+    lookups and each key is merged O(log N) times; 16 bytes a string (24 with the ``int``)."""
+
+    def __init__(self) -> None:
+        self.runs: list[tuple[NDArray[Any], NDArray[np.int64] | None]] = []
+
+    def add(
+        self, texts: Sequence[str], payload: Sequence[int] | None = None, *, within: bool = True
+    ) -> tuple[NDArray[np.bool_], NDArray[np.int64]]:
+        """Add ``texts``; returns which were seen before (in earlier chunks, or with ``within`` also
+        earlier in this one) and, for those, the ``int`` of the first occurrence (-1 without)."""
+        keys = _keys(texts)
+        m = len(keys)
+        pay = None if payload is None else np.asarray(payload, dtype=np.int64)
+        seen = np.zeros(m, dtype=bool)
+        first = np.full(m, -1, dtype=np.int64)
+        for run_keys, run_pay in self.runs:
+            pos = np.minimum(np.searchsorted(run_keys, keys), len(run_keys) - 1)
+            hit = (run_keys[pos] == keys) & ~seen
+            seen |= hit
+            if run_pay is not None:
+                first[hit] = run_pay[pos[hit]]
+        order = np.argsort(keys, kind="stable")
+        if within and m > 1:
+            sk = keys[order]
+            same = np.zeros(m, dtype=bool)
+            same[1:] = sk[1:] == sk[:-1]
+            head = order[np.maximum.accumulate(np.where(same, 0, np.arange(m)))]  # first of its equals
+            later = same & ~seen[order]  # (a key already in a run was first seen there)
+            seen[order[later]] = True
+            if pay is not None:
+                first[order[later]] = pay[head[later]]
+        new = order[~seen[order]]
+        if len(new):
+            self.runs.append((keys[new], None if pay is None else pay[new]))
+        while len(self.runs) > 1 and len(self.runs[-2][0]) <= 2 * len(self.runs[-1][0]):
+            (k1, p1), (k2, p2) = self.runs[-2], self.runs.pop()
+            k = np.concatenate([k1, k2])
+            o = np.argsort(k, kind="stable")
+            self.runs[-1] = (k[o], None if p1 is None or p2 is None else np.concatenate([p1, p2])[o])
+        return seen, first
+
+
+def _first_repeat(file: Path, texts: Callable[[pa.RecordBatch], list[str]]) -> str | None:
+    """The first of ``texts(batch)`` over the file's batches that repeats an earlier one, or ``None``."""
+    keys = _KeySet()
+    for b in _batches(file):
+        t = texts(b)
+        seen, _ = keys.add(t)
+        if seen.any():
+            return t[int(np.flatnonzero(seen)[0])]
+    return None
+
+
+# --------------------------------------------------------------------------- glob matches, sorted on disk
+
+
+def _write_run(strings: Iterable[str], file: Path) -> Path:
+    schema = pa.schema([("s", pa.binary())])
+    block = max(1, CHUNK_ROWS // 8)
+    with pa.OSFile(str(file), "wb") as sink, ipc.new_stream(sink, schema) as w:
+        it = iter(strings)
+        while chunk := list(itertools.islice(it, block)):
+            w.write_batch(pa.record_batch([pa.array(_enc(chunk), pa.binary())], schema=schema))
+    return file
+
+
+def _read_run(file: Path) -> Iterator[str]:
+    with pa.OSFile(str(file), "rb") as fh:
+        for b in ipc.open_stream(fh):
+            yield from _dec(b.column(0))
+
+
+def _sorted(strings: Iterable[str], folder: Path) -> Iterator[str]:
+    """``sorted(strings)`` holding at most ``SORT_RUN_ROWS`` of them: sorted runs written under
+    ``folder`` and merged, ``MERGE_FAN_IN`` runs at a time."""
+    run_rows = SORT_RUN_ROWS
+    it = iter(strings)
+    buf = list(itertools.islice(it, run_rows))
+    if len(buf) < run_rows:
+        yield from sorted(buf)
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="sort-", dir=folder))
+    try:
+        runs: list[Path] = []
+        names = itertools.count()
+        while buf:
+            runs.append(_write_run(sorted(buf), tmp / f"run-{next(names)}"))
+            buf = list(itertools.islice(it, run_rows))
+        while len(runs) > MERGE_FAN_IN:
+            group, runs = runs[:MERGE_FAN_IN], runs[MERGE_FAN_IN:]
+            runs.append(_write_run(heapq.merge(*map(_read_run, group)), tmp / f"run-{next(names)}"))
+            for r in group:
+                r.unlink()
+        yield from heapq.merge(*map(_read_run, runs))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- one input item in chunks
+
+
+@dataclass
+class _Item:
+    """What one input item gave besides its photos."""
+
+    source: str
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # in order
+    no_gps: list[tuple[str, str]] = field(default_factory=list)  # after the listing's (as read_photo_inputs)
+    hint_folder: Path | None = None
+
+
+def _file_chunks(
+    listing: Iterable[Any], info: _Item, require_coords: bool, folder: Path, *, repeats: bool
+) -> Iterator[PhotoInputs]:
+    """Photos of a folder walk / glob listing, ``CHUNK_ROWS`` files at a time; with ``repeats``
+    a file or skipped item listed again is dropped (a glob's folder and its files both match)."""
+    from terraloc.inputs import photo_files
+
+    keys = _KeySet() if repeats else None
+    skips: set[tuple[str, str]] = set()
+
+    def chunk(files: list[Path]) -> PhotoInputs:
+        if keys is not None:
+            seen, _ = keys.add([str(f) for f in files])
+            files = [f for f, s in zip(files, seen, strict=True) if not s]
+        found = photo_files(files, require_coords)
+        if found.skipped:
+            info.no_gps.extend(found.skipped)
+            info.hint_folder = folder
+        return found
+
+    buf: list[Path] = []
+    for item, reason in listing:
+        if reason is None:
+            buf.append(item)
+            if len(buf) >= CHUNK_ROWS:
+                yield chunk(buf)
+                buf = []
+        elif not (repeats and (item, reason) in skips):
+            if repeats:
+                skips.add((item, reason))
+            info.skipped.append((item, reason))
+    if buf:
+        yield chunk(buf)
+
+
+def _table_chunks(path: Path) -> Iterator[Any]:
+    """A manifest as string DataFrames of ``CHUNK_ROWS`` rows with their ``_line`` (as
+    ``inputs._read_table`` reads it whole: same cells, same messages)."""
     import csv
 
     import pandas as pd
 
+    start = 2
+
+    def lined(df: Any) -> Any:
+        nonlocal start
+        df["_line"] = np.arange(len(df)) + start
+        start += len(df)
+        return df
+
+    suffix = path.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        import pyarrow.parquet as pq
+
+        try:
+            for b in pq.ParquetFile(path).iter_batches(batch_size=CHUNK_ROWS):
+                df = b.to_pandas()
+                yield lined(df.astype(str).where(df.notna(), ""))
+        except Exception as exc:
+            raise InputError(f"cannot read Parquet file ({type(exc).__name__}: {exc})", path=path) from None
+        return
     if path.stat().st_size == 0:
         raise InputError("file is empty", path=path)
-    start = 2
+    opts: dict[str, Any] = {"keep_default_na": False, "skip_blank_lines": False, "chunksize": CHUNK_ROWS}
+    if suffix == ".tsv":
+        try:
+            for df in pd.read_csv(path, sep="\t", dtype=str, **opts):
+                yield lined(df)
+        except Exception as exc:
+            raise InputError(f"malformed TSV: {str(exc).strip().splitlines()[-1]}", path=path) from None
+        return
     try:
-        reader = pd.read_csv(
-            path,
-            dtype=object,
-            keep_default_na=False,
-            skip_blank_lines=False,
-            encoding_errors="surrogateescape",
-            chunksize=CHUNK_ROWS,
-        )
-        for df in reader:
-            df["_line"] = np.arange(len(df)) + start
-            start += len(df)
-            yield df
+        for df in pd.read_csv(path, dtype=object, encoding_errors="surrogateescape", **opts):
+            yield lined(df)
     except pd.errors.EmptyDataError:
         raise InputError("file is empty", path=path) from None
     except (pd.errors.ParserError, csv.Error) as exc:
         raise InputError(f"malformed CSV: {str(exc).strip().splitlines()[-1]}", path=path) from None
-
-
-def _parquet_chunks(path: Path) -> Iterator[Any]:
-    """The Parquet file as string DataFrames of ``CHUNK_ROWS`` rows (as ``inputs._read_table``)."""
-    import pyarrow.parquet as pq
-
-    start = 2
-    try:
-        batches = pq.ParquetFile(path).iter_batches(batch_size=CHUNK_ROWS)
-        for b in batches:
-            df = b.to_pandas()
-            df = df.astype(str).where(df.notna(), "")
-            df["_line"] = np.arange(len(df)) + start
-            start += len(df)
-            yield df
-    except InputError:
-        raise
-    except Exception as exc:
-        raise InputError(f"cannot read Parquet file ({type(exc).__name__}: {exc})", path=path) from None
-
-
-def _key64(ids: Sequence[str]) -> NDArray[np.uint64]:
-    from terraloc.evaluate.ids import image_key
-
-    def key(i: str) -> int:
-        digest = hashlib.blake2b(image_key(i).encode("utf-8", "surrogateescape"), digest_size=8).digest()
-        return int.from_bytes(digest, "little")
-
-    return np.array([key(i) for i in ids], dtype=np.uint64)
-
-
-class _SeenIds:
-    """64-bit keys of the ids seen so far with their lines: a repeat across chunks is refused.
-
-    Kept as a few sorted runs whose sizes halve (merged like a binary counter), so adding a chunk
-    costs O(chunk · log N) lookups and each key is merged O(log N) times.
-    """
-
-    def __init__(self) -> None:
-        self.runs: list[tuple[NDArray[np.uint64], NDArray[np.int64]]] = []
-
-    def add(self, ids: list[str], lines: list[int], path: Path, field: str) -> None:
-        keys = _key64(ids)
-        for run_keys, run_lines in self.runs:
-            if not len(run_keys):
-                continue
-            pos = np.minimum(np.searchsorted(run_keys, keys), len(run_keys) - 1)
-            hit = run_keys[pos] == keys
-            if hit.any():
-                j = int(np.flatnonzero(hit)[0])
-                why = f"duplicate image id '{ids[j]}' (first on line {int(run_lines[pos[j]])})"
-                raise InputError(why, path=path, row=lines[j], field=field)
-        order = np.argsort(keys, kind="stable")
-        self.runs.append((keys[order], np.asarray(lines, dtype=np.int64)[order]))
-        while len(self.runs) > 1 and len(self.runs[-2][0]) <= 2 * len(self.runs[-1][0]):
-            (k1, l1), (k2, l2) = self.runs[-2], self.runs.pop()
-            k, ln = np.concatenate([k1, k2]), np.concatenate([l1, l2])
-            order = np.argsort(k, kind="stable")
-            self.runs[-1] = (k[order], ln[order])
 
 
 def _row_ids(df: Any, columns: dict[str, str]) -> tuple[list[str], list[int]]:
@@ -173,98 +326,223 @@ def _row_ids(df: Any, columns: dict[str, str]) -> tuple[list[str], list[int]]:
     return cells[columns["id"]][keep].tolist(), [int(x) for x in df["_line"][keep]]
 
 
+def _manifest_chunks(path: Path, info: _Item, options: InputOptions) -> Iterator[PhotoInputs]:
+    """A manifest's rows through :func:`terraloc.inputs.manifest_rows`, a chunk at a time; an id
+    repeated across chunks is refused with the message of the whole-file check."""
+    from terraloc.evaluate.ids import image_key
+    from terraloc.inputs import manifest_rows, read_manifest
+
+    seen = _KeySet()
+    columns: dict[str, str] = {}
+
+    def check(df: Any) -> None:  # every row's id (kept or not) against earlier chunks
+        ids, lines = _row_ids(df, columns)
+        hit, first = seen.add([image_key(i) for i in ids], lines, within=False)
+        if hit.any():
+            j = int(np.flatnonzero(hit)[0])
+            why = f"duplicate image id '{ids[j]}' (first on line {int(first[j])})"
+            raise InputError(why, path=path, row=lines[j], field=columns["id"])
+
+    for df in _table_chunks(path):
+        if columns:
+            check(df)
+        pi = manifest_rows(df, path, empty_ok=True, **options)
+        info.skipped.extend(pi.skipped)
+        if not pi.columns:  # a chunk of blank lines
+            continue
+        if not columns:
+            columns = dict(pi.columns)
+            check(df)
+        yield pi
+    if not columns:  # no rows at all: the whole-file reader gives its message
+        yield read_manifest(path, **options)
+
+
+def _item_chunks(item: str, options: InputOptions, info: _Item, tmp: Path, *, strict: bool) -> Iterator[PhotoInputs]:
+    """One input item's photos in chunks, as ``read_photo_inputs`` reads the item."""
+    from terraloc.inputs import glob_base, glob_listing, input_kind, walk_folder
+
+    require_coords = options.get("require_coords", False)
+    kind = input_kind(item, strict=strict)
+    p = Path(item)
+    if kind == "glob":
+        matches = _sorted(globmod.iglob(item, recursive=True), tmp)
+        first = next(matches, None)
+        if first is None:
+            raise InputError("pattern matches no files", path=item)
+        listing = glob_listing(itertools.chain([first], matches))
+        yield from _file_chunks(listing, info, require_coords, glob_base(item), repeats=True)
+    elif kind == "folder":
+        yield from _file_chunks(walk_folder(p), info, require_coords, p, repeats=False)
+    elif kind == "manifest":
+        info.source = str(p)
+        yield from _manifest_chunks(p, info, options)
+    elif kind == "missing":
+        info.skipped.append((item, "file not found"))
+    else:
+        yield from _file_chunks([(p, None)], info, require_coords, p.parent, repeats=False)
+
+
+# --------------------------------------------------------------------------- the inputs
+
+
+@dataclass
+class _Read:
+    """What the whole input gave besides its photos."""
+
+    source: str
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    hint_folders: list[Path] = field(default_factory=list)
+    coords: bool = True  # every item with photos carried coordinates
+
+
+def _chunks(specs: list[str], options: InputOptions, read: _Read, tmp: Path) -> Iterator[PhotoInputs]:
+    """Every photo of ``specs`` in order, as ``read_photo_inputs`` gives them (in a list, a photo
+    named again by the same absolute path is dropped: the first wins)."""
+    keys = _KeySet() if len(specs) > 1 else None
+    for item in specs:
+        info = _Item(item)
+        for c in _item_chunks(item, options, info, tmp, strict=keys is None):
+            if not c.paths:
+                continue
+            read.coords &= c.coords is not None
+            if keys is not None:
+                seen, _ = keys.add([os.path.normpath(os.path.abspath(q)) for q in c.paths])
+                keep = np.flatnonzero(~seen)
+                c = PhotoInputs([c.paths[i] for i in keep], [c.ids[i] for i in keep], _rows(c.coords, keep))
+            yield c
+        read.skipped.extend(info.skipped + info.no_gps)
+        if info.hint_folder is not None:
+            read.hint_folders.append(info.hint_folder)
+        if keys is None:
+            read.source = info.source
+
+
+def _rows(coords: NDArray[np.float64] | None, keep: NDArray[np.int64]) -> NDArray[np.float64] | None:
+    return None if coords is None else coords[keep]
+
+
+def _write(chunks: Iterable[PhotoInputs], file: Path) -> tuple[list[int], str | None]:
+    """Append the photos to ``file`` in batches of ``CHUNK_ROWS``; returns the batch row counts and
+    the first id that repeats an earlier one (or ``None``)."""
+    ids: list[str] = []
+    paths: list[str] = []
+    coords: list[NDArray[np.float64]] = []
+    counts: list[int] = []
+    keys = _KeySet()
+    repeat: str | None = None
+    with pa.OSFile(str(file), "wb") as sink, ipc.new_file(sink, _SCHEMA) as writer:
+
+        def flush() -> None:
+            nonlocal repeat
+            seen, _ = keys.add(ids)
+            if repeat is None and seen.any():
+                repeat = ids[int(np.flatnonzero(seen)[0])]
+            c = np.concatenate(coords)
+            cols = [pa.array(_enc(ids), pa.binary()), pa.array(_enc(paths), pa.binary())]
+            writer.write_batch(pa.record_batch([*cols, pa.array(c[:, 0]), pa.array(c[:, 1])], schema=_SCHEMA))
+            counts.append(len(ids))
+            ids.clear()
+            paths.clear()
+            coords.clear()
+
+        for c in chunks:
+            m = len(c.paths)
+            cc = np.full((m, 2), np.nan) if c.coords is None else np.asarray(c.coords, np.float64).reshape(-1, 2)
+            pos = 0
+            while pos < m:
+                take = min(m - pos, CHUNK_ROWS - len(ids))
+                ids.extend(str(i) for i in c.ids[pos : pos + take])
+                paths.extend(c.paths[pos : pos + take])
+                coords.append(cc[pos : pos + take])
+                pos += take
+                if len(ids) >= CHUNK_ROWS:
+                    flush()
+        if ids:
+            flush()
+    return counts, repeat
+
+
+def _duplicate(dup: str) -> InputError:
+    return InputError(f"duplicate photo id '{dup}' (give distinct ids with --id-col)", field="id")
+
+
+def _rewrite_ids(file: Path, column: str, stems: bool) -> Path:
+    """A copy of ``file`` whose ids are its ``column`` (``"id"`` or ``"path"``), or their file stems."""
+    out = file.with_name(file.stem + "-ids.arrow")
+    with pa.OSFile(str(out), "wb") as sink, ipc.new_file(sink, _SCHEMA) as writer:
+        for b in _batches(file):
+            ids = _dec(b.column(column))
+            if stems:
+                ids = [Path(i).stem for i in ids]
+            writer.write_batch(b.set_column(0, "id", pa.array(_enc(ids), pa.binary())))
+    file.unlink()
+    return out
+
+
+def _digest(file: Path, has_coords: bool) -> str:
+    """SHA-256 (16 hex) of ids, paths, then coordinates, as :meth:`WorkItems.digest`."""
+    h = hashlib.sha256()
+    for b in _batches(file):
+        for i, q in zip(b.column(0).to_pylist(), b.column(1).to_pylist(), strict=True):
+            h.update(i)
+            h.update(b"\0")
+            h.update(q)
+            h.update(b"\n")
+    if has_coords:
+        for b in _batches(file):
+            lat, lon = b.column(2).to_numpy(), b.column(3).to_numpy()
+            h.update(np.ascontiguousarray(np.stack([lat, lon], axis=1), dtype=np.float64).tobytes())
+    return h.hexdigest()[:16]
+
+
 def open_work_items(
-    spec: str | Path | Sequence[str | Path],
-    *,
-    id_col: str | None = None,
-    lat_col: str | None = None,
-    lon_col: str | None = None,
-    require_coords: bool = False,
-) -> WorkItems | StreamedItems:
-    """Photo inputs for a job: one CSV/Parquet manifest streamed to disk (:class:`StreamedItems`),
-    anything else read into memory (:func:`~terraloc.engine.inputs.read_work_items`).
+    spec: str | Path | Sequence[str | Path], *, stem_ids: bool = False, **options: Unpack[InputOptions]
+) -> StreamedItems:
+    """Photo inputs for a job, kept on disk (:class:`StreamedItems`): the photos, ids, coordinates
+    and skipped items of :func:`terraloc.inputs.read_photo_inputs` (same options, same order), with
+    the engine's id rule: when ids repeat and no ``id_col`` is given (file names alike in several
+    folders), the paths are the ids. With ``stem_ids`` (reference databases) and no ``id_col``, the
+    ids' file stems are the ids when they are unique.
 
     Raises:
-        InputError: as :func:`read_work_items` (malformed manifest, duplicate ids, nothing usable).
+        InputError: as ``read_photo_inputs`` (nothing usable, a malformed manifest), and ids that
+            still repeat.
     """
-    specs = [spec] if isinstance(spec, str | Path) else list(spec)
-    p = Path(specs[0]) if len(specs) == 1 else None
-    kw: dict[str, Any] = {"id_col": id_col, "lat_col": lat_col, "lon_col": lon_col, "require_coords": require_coords}
-    if p is None or not p.is_file() or p.suffix.lower() not in (".csv", ".parquet", ".pq"):
-        return read_work_items(spec, **kw)
-    streamed = _stream_manifest(p, **kw)
-    return read_work_items(spec, **kw) if streamed is None else streamed
-
-
-def _stream_manifest(path: Path, **kw: Any) -> StreamedItems | None:
-    """Stream ``path`` into a temporary Arrow file; ``None`` when it has no rows at all (the
-    in-memory reader then gives its message)."""
-    import pyarrow.ipc as ipc
-
-    from terraloc.inputs import NoPhotosError, PhotoInputs, manifest_rows
-
+    specs = [str(spec)] if isinstance(spec, str | Path) else [str(s) for s in spec]
+    if not specs:
+        raise InputError("no photo inputs given")
     folder = Path(tempfile.mkdtemp(prefix="terraloc-inputs-"))
-    file = folder / "inputs.arrow"
-    h = hashlib.sha256()
-    seen = _SeenIds()
-    skipped: list[tuple[str, str]] = []
-    n = 0
-    chunks = 0
-    has_coords: bool | None = None
-    columns: dict[str, str] = {}
     try:
-        with pa.OSFile(str(file), "wb") as sink, ipc.new_file(sink, _SCHEMA) as writer:
-            source = _parquet_chunks(path) if path.suffix.lower() in (".parquet", ".pq") else _csv_chunks(path)
-            for df in source:
-                chunks += 1
-                if columns:  # every row's id (kept or not), checked against earlier chunks first
-                    seen.add(*_row_ids(df, columns), path, columns["id"])
-                pi = manifest_rows(df, path, empty_ok=True, **kw)
-                skipped.extend(pi.skipped)
-                if not pi.columns:  # a chunk of blank lines
-                    continue
-                if not columns:
-                    columns = dict(pi.columns)
-                    seen.add(*_row_ids(df, columns), path, columns["id"])
-                if has_coords is None:
-                    has_coords = pi.coords is not None
-                ids = [str(i) for i in pi.ids]
-                for i, q in zip(ids, pi.paths, strict=True):
-                    h.update(i.encode())
-                    h.update(b"\0")
-                    h.update(q.encode())
-                    h.update(b"\n")
-                m = len(ids)
-                c = pi.coords if pi.coords is not None else np.full((m, 2), np.nan)
-                c = np.asarray(c, dtype=np.float64).reshape(-1, 2)
-                writer.write_batch(
-                    pa.record_batch(
-                        [
-                            pa.array(ids, pa.string()),
-                            pa.array(pi.paths, pa.string()),
-                            pa.array(c[:, 0]),
-                            pa.array(c[:, 1]),
-                        ],
-                        schema=_SCHEMA,
-                    )
-                )
-                n += m
-        if chunks == 0 or has_coords is None:
-            shutil.rmtree(folder, ignore_errors=True)
-            return None
-        if n == 0:
-            summary = PhotoInputs([], [], None, skipped).skip_summary()
-            raise NoPhotosError(f"no usable photos ({summary})", path=str(path), skipped=skipped, hint=None)
-        if has_coords:  # the coordinates after all ids and paths, as WorkItems.digest
-            with pa.OSFile(str(file), "rb") as fh:
-                reader = ipc.open_file(fh)
-                for k in range(reader.num_record_batches):
-                    b = reader.get_batch(k)
-                    lat, lon = b.column(2).to_numpy(), b.column(3).to_numpy()
-                    h.update(np.ascontiguousarray(np.stack([lat, lon], axis=1), dtype=np.float64).tobytes())
+        items = _open(specs, folder, options, stem_ids)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
-    items = StreamedItems(file, n, bool(has_coords), h.hexdigest()[:16], skipped)
     weakref.finalize(items, shutil.rmtree, folder, True)
     return items
+
+
+def _open(specs: list[str], folder: Path, options: InputOptions, stem_ids: bool) -> StreamedItems:
+    from terraloc.inputs import manifest_hint, no_photos
+
+    read = _Read(", ".join(specs))
+    file = folder / "inputs.arrow"
+    counts, repeat = _write(_chunks(specs, options, read, folder), file)
+    if not sum(counts):
+        hint = next((h for h in map(manifest_hint, read.hint_folders) if h), None)
+        raise no_photos(PhotoInputs([], [], None, read.skipped, source=read.source, hint=hint))
+    no_id_col = options.get("id_col") is None
+    column = "id"
+    if repeat is not None:
+        if not no_id_col:
+            raise _duplicate(repeat)
+        column = "path"  # same file names in several folders: the paths are the ids
+        again = _first_repeat(file, lambda b: _dec(b.column("path")))
+        if again is not None:
+            raise _duplicate(again)
+    stems = stem_ids and no_id_col
+    stems = stems and _first_repeat(file, lambda b: [Path(i).stem for i in _dec(b.column(column))]) is None
+    if column != "id" or stems:
+        file = _rewrite_ids(file, column, stems)
+    starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return StreamedItems(file, starts, read.coords, _digest(file, read.coords), read.skipped)
