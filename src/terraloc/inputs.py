@@ -332,33 +332,40 @@ def walk_folder(root: Path) -> Iterator[Listed]:
             yield str(folder), "symlink loop (folder already visited)"
             return
         visited.add(key)
-        try:
-            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        try:  # (name, is_dir, is_file, error): a fifth of a DirEntry's memory in a large folder
+            with os.scandir(folder) as it:
+                entries = sorted((_entry(e) for e in it), key=lambda e: e[0])
         except OSError as exc:
             yield str(folder), _os_reason(exc)
             return
-        for e in entries:
-            path = Path(e.path)
-            try:
-                is_dir = e.is_dir(follow_symlinks=True)
-                is_file = e.is_file(follow_symlinks=True)
-            except OSError as exc:
-                yield e.path, _os_reason(exc)
-                continue
-            if is_dir:
-                if e.name.startswith("."):
-                    yield e.path, "hidden folder"
+        top = os.fspath(folder)
+        for name, is_dir, is_file, error in entries:
+            at = os.path.join(top, name)  # = DirEntry.path
+            path = Path(at)
+            if error is not None:
+                yield at, error
+            elif is_dir:
+                if name.startswith("."):
+                    yield at, "hidden folder"
                 else:
                     yield from walk(path)
             elif is_file:
                 reason = _classify(path, exts)
-                yield (path, None) if reason is None else (e.path, reason)
-            elif e.is_symlink():
-                yield e.path, _link_reason(path)
+                yield (path, None) if reason is None else (at, reason)
+            elif os.path.islink(at):
+                yield at, _link_reason(path)
             else:
-                yield e.path, "not a regular file"
+                yield at, "not a regular file"
 
     yield from walk(root)
+
+
+def _entry(e: os.DirEntry[str]) -> tuple[str, bool, bool, str | None]:
+    """A folder entry's name, whether it is a folder / a file (links followed), or why that is unknown."""
+    try:
+        return e.name, e.is_dir(follow_symlinks=True), e.is_file(follow_symlinks=True), None
+    except OSError as exc:
+        return e.name, False, False, _os_reason(exc)
 
 
 def _os_reason(exc: OSError) -> str:

@@ -293,7 +293,16 @@ def _table_chunks(path: Path) -> Iterator[Any]:
         import pyarrow.parquet as pq
 
         try:
-            for b in pq.ParquetFile(path).iter_batches(batch_size=CHUNK_ROWS):
+            pf = pq.ParquetFile(path)
+            # pandas reads a whole integer column holding a null as floats ("1.0"): so must every chunk
+            ints = [f.name for f in pf.schema_arrow if pa.types.is_integer(f.type)]
+            floats: set[str] = set()
+            for b in pf.iter_batches(batch_size=CHUNK_ROWS, columns=ints) if ints else ():
+                floats |= {name for name, c in zip(b.schema.names, b.columns, strict=True) if c.null_count}
+            for b in pf.iter_batches(batch_size=CHUNK_ROWS):
+                for name in floats:
+                    k = b.schema.get_field_index(name)
+                    b = b.set_column(k, name, b.column(k).cast(pa.float64()))
                 df = b.to_pandas()
                 yield lined(df.astype(str).where(df.notna(), ""))
         except Exception as exc:
