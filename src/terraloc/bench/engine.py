@@ -7,8 +7,9 @@ the time includes starting the workers and loading the model in each (Ray actors
 the Ray cluster (joined or started once before the runs). The reference database for the
 prediction runs is built once, untimed, from the 71 OSV-5M photos.
 
-Driver memory: each size runs ``terraloc embed --engine ray`` in a fresh process and reads the
-peak resident memory it reports for itself (``ru_maxrss``; the Ray workers are other processes).
+Driver memory: each size runs ``terraloc embed`` (``--engine ray`` by default) in a fresh process
+on a manifest or a folder of that many photos and reads the peak resident memory it reports for
+itself (``VmHWM``; the Ray workers are other processes).
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ from typing import Any
 from terraloc.errors import InputError, MissingResourceError
 
 Log = Callable[[str], None]
+
+#: How ``run_driver_memory`` gives the photos: a CSV manifest, or a folder of links.
+DRIVER_MEMORY_INPUTS = ("manifest", "folder")
 
 
 def shared_photos() -> list[Path]:
@@ -48,6 +52,17 @@ def replicated_manifest(photos: Sequence[Path], n: int, dest: Path) -> Path:
         w.writerow(["id", "path"])
         for i in range(n):
             w.writerow([f"p{i:07d}", str(photos[i % len(photos)])])
+    return dest
+
+
+def replicated_folder(photos: Sequence[Path], n: int, dest: Path) -> Path:
+    """A folder of ``n`` symbolic links to ``photos`` listed cyclically (``p0000000.jpg``...), 1,000 a
+    sub-folder (``d0000/``...)."""
+    for i in range(n):
+        sub = dest / f"d{i // 1000:04d}"
+        if i % 1000 == 0:
+            sub.mkdir(parents=True, exist_ok=True)
+        (sub / f"p{i:07d}{photos[i % len(photos)].suffix}").symlink_to(photos[i % len(photos)])
     return dest
 
 
@@ -119,27 +134,40 @@ def run_throughput(
 
 
 def run_driver_memory(
-    sizes: Sequence[int], ray_address: str | None, workers: int = 2, backbone: str = "efficientnet-lite0"
+    sizes: Sequence[int],
+    ray_address: str | None,
+    workers: int = 2,
+    backbone: str = "efficientnet-lite0",
+    inputs: str = "manifest",
+    engine: str = "ray",
 ) -> list[dict[str, Any]]:
-    """Peak driver RSS of ``terraloc embed --engine ray`` at each input size (fresh process each)."""
+    """Peak driver RSS of ``terraloc embed --engine ENGINE`` at each input size (fresh process each),
+    the photos given as a CSV manifest (``inputs="manifest"``) or a folder (``"folder"``)."""
+    if inputs not in DRIVER_MEMORY_INPUTS:
+        raise InputError(f"choose {' or '.join(DRIVER_MEMORY_INPUTS)}, got '{inputs}'", field="driver-memory-input")
     work = Path(tempfile.mkdtemp(prefix="terraloc-bench-mem-"))
     out: list[dict[str, Any]] = []
     try:
         photos = shared_photos()
         for n in sizes:
-            manifest = replicated_manifest(photos, n, work / f"photos-{n}.csv")
-            cmd = [sys.executable, "-m", "terraloc", "embed", "--photos", str(manifest), "--id-col", "id",
-                   "--out", str(work / f"emb-{n}"), "--backbone", backbone, "--engine", "ray",
+            if inputs == "folder":
+                given = [str(replicated_folder(photos, n, work / f"photos-{n}"))]
+            else:
+                given = ["--photos", str(replicated_manifest(photos, n, work / f"photos-{n}.csv")), "--id-col", "id"]
+            cmd = [sys.executable, "-m", "terraloc", "embed", *given,
+                   "--out", str(work / f"emb-{n}"), "--backbone", backbone, "--engine", engine,
                    "--workers", str(workers), "--json", "--no-progress", "--no-coords"]  # fmt: skip
-            if ray_address:
+            if ray_address and engine == "ray":
                 cmd += ["--ray-address", ray_address]
             r = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy(), check=False)
             if r.returncode != 0:
                 raise InputError(f"embed run for {n} photos failed: {r.stderr.strip()[-500:]}")
             s = json.loads(r.stdout.strip().splitlines()[-1])
-            out.append({"photos": n, "driver_peak_rss_mb": round(s["driver_peak_rss_mb"], 1),
+            out.append({"photos": n, "inputs": inputs, "engine": engine,
+                        "driver_peak_rss_mb": round(s["driver_peak_rss_mb"], 1),
                         "photos_per_s": round(s["photos_per_s"], 2), "seconds": round(s["seconds"], 1)})  # fmt: skip
             shutil.rmtree(work / f"emb-{n}", ignore_errors=True)
+            shutil.rmtree(work / f"photos-{n}", ignore_errors=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return out

@@ -36,11 +36,15 @@ def bench_engine(
             "--driver-memory", help="Also measure the Ray driver's peak RSS at these photo counts, e.g. 2000,20000."
         ),
     ] = None,
+    driver_memory_input: Annotated[
+        str,
+        typer.Option("--driver-memory-input", help="Photos for --driver-memory given as: manifest (CSV) or folder."),
+    ] = "manifest",
     ray_address: Annotated[str | None, typer.Option("--ray-address", help="Ray cluster to join.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Photos/s of embedding and prediction per engine and worker count (the machine may be shared)."""
-    from terraloc.bench.engine import machine, ratios, run_driver_memory, run_throughput
+    from terraloc.bench.engine import DRIVER_MEMORY_INPUTS, machine, ratios, run_driver_memory, run_throughput
     from terraloc.engine import ENGINE_NAMES
 
     if photos < 1:
@@ -55,10 +59,12 @@ def bench_engine(
             raise InputError(f"unknown task '{task}'; choose embed, predict", field="tasks")
     wl = _ints(workers, "workers")
     mem_sizes = _ints(driver_memory, "driver-memory") if driver_memory else []
+    if driver_memory_input not in DRIVER_MEMORY_INPUTS:
+        raise InputError(f"choose manifest or folder, got '{driver_memory_input}'", field="driver-memory-input")
     before = machine()
     say = None if as_json else (lambda m: err_console.print(m, markup=False))
     runs = run_throughput(photos, eng, wl, task_list, ray_address=ray_address, log=say)
-    mem = run_driver_memory(mem_sizes, ray_address) if mem_sizes else []
+    mem = run_driver_memory(mem_sizes, ray_address, inputs=driver_memory_input) if mem_sizes else []
     res: dict[str, Any] = {"machine_before": before, "machine_after": machine(), "runs": runs, "ratios": ratios(runs)}
     if mem:
         res["driver_memory"] = mem
@@ -77,5 +83,6 @@ def bench_engine(
         out_console().print(f"{name}: " + ", ".join(f"{k} = {v}" for k, v in d.items()))
     for m in mem:
         out_console().print(
-            f"driver peak RSS at {m['photos']} photos: {m['driver_peak_rss_mb']} MiB ({m['photos_per_s']} photos/s)"
+            f"driver peak RSS at {m['photos']} photos ({m['inputs']}): {m['driver_peak_rss_mb']} MiB "
+            f"({m['photos_per_s']} photos/s)"
         )
