@@ -248,3 +248,21 @@ def test_db_build_inputs_are_streamed_with_stem_ids(tree: Path) -> None:
     assert items.digest() == _in_memory(str(tree / "y"), stem_ids=True, require_coords=True).digest()
     every = geotagged_items(str(tree))  # stems repeat: the paths stay the ids
     assert every.part(0, 1)[0] == [str(tree / "a.JPEG")]
+
+
+def test_key_set_finds_every_repeat_and_its_first_occurrence() -> None:
+    import random
+
+    from terraloc.engine.stream import _KeySet
+
+    rng = random.Random(1)
+    texts = [f"t{rng.randint(0, 300)}" for _ in range(1000)]
+    keys = _KeySet()
+    first_at: dict[str, int] = {}
+    for lo in range(0, len(texts), 37):  # chunks: repeats within one and across chunks, runs merged
+        chunk = texts[lo : lo + 37]
+        seen, first = keys.add(chunk, list(range(lo, lo + len(chunk))))
+        for j, t in enumerate(chunk):
+            assert bool(seen[j]) == (t in first_at) and (not seen[j] or first[j] == first_at[t])
+            first_at.setdefault(t, lo + j)
+    assert len(keys.runs) <= 11 and sum(len(k) for k, _ in keys.runs) == len(first_at)

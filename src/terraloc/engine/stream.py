@@ -164,8 +164,14 @@ class _KeySet:
         while len(self.runs) > 1 and len(self.runs[-2][0]) <= 2 * len(self.runs[-1][0]):
             (k1, p1), (k2, p2) = self.runs[-2], self.runs.pop()
             k = np.concatenate([k1, k2])
-            o = np.argsort(k, kind="stable")
-            self.runs[-1] = (k[o], None if p1 is None or p2 is None else np.concatenate([p1, p2])[o])
+            p = None if p1 is None or p2 is None else np.concatenate([p1, p2])
+            self.runs[-1] = (k, p)
+            del k1, k2, p1, p2  # the merged run only
+            if p is None:
+                k.sort()  # in place: 32 bytes a key at the peak
+            else:
+                o = np.argsort(k, kind="stable")
+                self.runs[-1] = (k[o], p[o])
         return seen, first
 
 
