@@ -83,7 +83,7 @@ def test_an_abstention_is_an_answer_not_a_failure(setup, tmp_path: Path, cli) ->
     # P(error <= 25 km) >= 1.0 is never met: every photo abstains
     r = cli("predict", *good, "--backbone", tiny, "--no-places", "--calibrator", cal, "--min-confidence", "25:1.0",
             "-o", out, "--engine", "local", "--part-size", "3")  # fmt: skip
-    assert r.code == 0 and "4 done" in r.err and "0 failed" in r.err, r.err
+    assert r.code == 0 and "4 done" in r.err and "0 failed" in r.err and "4 abstained" in r.err, r.err
     rows = list(csv.DictReader(out.read_text().splitlines()))
     assert len(rows) == 4 and all(row["abstained"] == "1" and row["lat"] == "" for row in rows)
     assert all(row["confidence_25"] != "" for row in rows)

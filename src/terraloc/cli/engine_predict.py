@@ -63,4 +63,10 @@ def predict_with_engine(
 
         atomic_write_text(map_html, html_map(list(iter_predictions(folder))))
     print_summary(summary)
+    if config.get("min_confidence"):
+        n_abs = sum(1 for p in iter_predictions(folder) if p.abstained)
+        if n_abs:
+            from terraloc.cli.app import err_console
+
+            err_console.print(f"{n_abs} abstained (below --min-confidence {config['min_confidence']})", markup=False)
     return 2 if summary.failed else 0
