@@ -30,6 +30,7 @@ def predict_with_engine(
     threads: int,
     part_size: int | None,
     gpus: float | None,
+    device: str = "auto",
 ) -> int:
     """Run the job, merge the parts into ``output`` and report; returns the exit status (2 if any failed)."""
     from terraloc.cli.engine_view import print_summary, progress_bar, report_errors
@@ -48,7 +49,9 @@ def predict_with_engine(
     # paths in the configuration (database, checkpoints, a backbone folder) made absolute: workers
     # may run in another folder or on another node
     config = {k: absolute_if_path(v) for k, v in config.items()}
-    eng = make_engine(engine, workers=workers, threads=threads, ray_address=ray_address, gpus=gpus)
+    if engine == "ray" and device == "cpu" and gpus is None:
+        gpus = 0.0  # --device cpu: actors ask Ray for no GPU
+    eng = make_engine(engine, workers=workers, threads=threads, ray_address=ray_address, gpus=gpus, device=device)
     from terraloc.engine.stream import open_work_items
 
     items = open_work_items(paths)

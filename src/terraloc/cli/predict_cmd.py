@@ -15,6 +15,7 @@ from terraloc.cli.model_options import (
     CalibratorOption,
     CheckpointOption,
     DbOption,
+    DeviceOption,
     DistinctKmOption,
     FusionOption,
     GalleryOption,
@@ -226,6 +227,7 @@ def predict_command(
     threads: Annotated[int, typer.Option("--threads", help="Compute threads per Ray actor (--engine ray).")] = 1,
     part_size: Annotated[int | None, typer.Option("--part-size", help="Photos per part file (--engine).")] = None,
     gpus: Annotated[float | None, typer.Option("--gpus", help="GPUs per Ray actor (default: automatic).")] = None,
+    device: DeviceOption = "auto",
 ) -> None:
     """Predict where photos were taken: ranked locations with probabilities and place names.
 
@@ -241,6 +243,10 @@ def predict_command(
 
     output = renamed(out, output_old, new="--out", old="--output")
     fmt = output_format(fmt, output, folder_ok=engine is not None)
+    from terraloc.device import resolve_device
+
+    # checked before any work; Ray actors take the device their --gpus give them
+    device = resolve_device(device) if engine != "ray" else device
     if top_k < 1:
         raise InputError(f"must be at least 1, got {top_k}", field="top-k")
     if resume and output is None:
@@ -280,7 +286,7 @@ def predict_command(
         config_json = config.replace(workers=n_workers if engine == "local" else 1).to_json()
         code = predict_with_engine(
             [str(p) for p in paths], config_json, top_k, fmt, output, map_html, engine, ray_address,
-            max(1, n_workers), threads, part_size, gpus,
+            max(1, n_workers), threads, part_size, gpus, device,
         )  # fmt: skip
         if code:
             raise typer.Exit(code)
@@ -294,7 +300,7 @@ def predict_command(
 
     for _src, msg in input_errors:
         err_console.print(f"error: {msg}", markup=False)
-    geo = Geolocator(config, source=source, progress=build_progress()) if todo else None
+    geo = Geolocator(config, source=source, progress=build_progress()).to(device) if todo else None
 
     failed = len(input_errors)
     results: list[ImagePrediction] = []

@@ -80,12 +80,10 @@ class WorkerSpec(Protocol):
 
 
 def pick_device(device: str) -> str:
-    """``auto`` → ``cuda`` when this process sees a GPU, else ``cpu``."""
-    if device != "auto":
-        return device
-    import torch
+    """``auto`` → ``cuda`` when this process sees a GPU, else ``cpu`` (:func:`terraloc.device.resolve_device`)."""
+    from terraloc.device import resolve_device
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return resolve_device(device)
 
 
 def _set_threads(threads: int) -> None:
@@ -289,12 +287,15 @@ class PredictSpec:
 
     def build(self, threads: int, device: str) -> Worker:
         _set_threads(threads)
+        dev = pick_device(device)
         if callable(self.config):
             geo = self.config()
         else:
             from terraloc.pipeline import Geolocator, GeolocatorConfig
 
             geo = Geolocator(GeolocatorConfig(**self.config))
+        if dev != "cpu" and callable(getattr(geo, "to", None)):
+            geo.to(dev)  # the backbone on the worker's GPU; heads stay on its CPU
         return PredictWorker(geo, self.top_k)
 
 
