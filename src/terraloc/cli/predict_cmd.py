@@ -148,6 +148,31 @@ def _table(preds: list[Any]) -> None:
     out_console().print(t)
 
 
+def output_format(fmt: str | None, output: Path | None, *, folder_ok: bool = False) -> str:
+    """The prediction format, checked before any work: ``--format`` (``jsonl`` → ``json``: JSON Lines
+    inside), else --out's suffix (:data:`~terraloc.pipeline.outputs.FORMAT_BY_SUFFIX`), else ``table``.
+
+    ``folder_ok``: --out may be a folder (the engine's job folder; ``table`` then means no merged file).
+    """
+    from terraloc.cli.options import deprecated
+    from terraloc.pipeline.outputs import FORMAT_BY_SUFFIX
+
+    if fmt is not None and fmt.lower() == "json":
+        deprecated("--format json", "--format jsonl", "the same JSON Lines")
+    if fmt is None:
+        fmt = FORMAT_BY_SUFFIX.get(output.suffix.lower(), "table") if output is not None else "table"
+    fmt = "json" if fmt.lower() in ("json", "jsonl") else fmt.lower()
+    if fmt not in FORMATS:
+        raise InputError(f"unknown format '{fmt}'; choose one of table, csv, jsonl, geojson", field="--format")
+    if fmt == "table" and output is not None and not folder_ok:
+        raise InputError(
+            f"cannot tell the format of '{output.name}': give --format csv|jsonl|geojson, or an --out name "
+            "ending in .csv, .jsonl or .geojson (the table is printed to the terminal)",
+            field="format",
+        )
+    return fmt
+
+
 @app.command("predict")
 def predict_command(
     paths: Annotated[list[Path], typer.Argument(help="Image files, folders (recursive) or CSV lists of paths.")],
@@ -164,7 +189,15 @@ def predict_command(
     segmenter: SegmenterOption = None,
     checkpoint: CheckpointOption = None,
     db: DbOption = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="table, csv, jsonl (JSON Lines) or geojson.")] = "table",
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            "-f",
+            help="table, csv, jsonl (JSON Lines) or geojson [default: from --out's suffix .csv/.jsonl/.geojson, "
+            "else table].",
+        ),
+    ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Write results to this file (as they finish).")
     ] = None,
@@ -201,18 +234,13 @@ def predict_command(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from terraloc.cli.options import deprecated, renamed
+    from terraloc.cli.options import renamed
     from terraloc.pipeline import Geolocator, resolve_config
     from terraloc.pipeline.outputs import PredictionFile, geojson_text, html_map
     from terraloc.pipeline.types import ImagePrediction
 
     output = renamed(out, output_old, new="--out", old="--output")
-    fmt = fmt.lower()
-    if fmt == "json":
-        deprecated("--format json", "--format jsonl", "the same JSON Lines")
-    fmt = "json" if fmt == "jsonl" else fmt  # JSON Lines, called "json" inside
-    if fmt not in FORMATS:
-        raise InputError(f"unknown format '{fmt}'; choose one of table, csv, jsonl, geojson", field="--format")
+    fmt = output_format(fmt, output, folder_ok=engine is not None)
     if top_k < 1:
         raise InputError(f"must be at least 1, got {top_k}", field="top-k")
     if resume and output is None:
@@ -300,8 +328,6 @@ def predict_command(
                     progress.advance(task)
     if not stream:
         if fmt == "table":
-            if output is not None:
-                raise InputError("--format table prints to the terminal; use csv/jsonl/geojson with --out")
             _table(results)
         else:
             text = geojson_text(results)
