@@ -35,12 +35,14 @@ FORMATS = ("table", "json", "csv", "geojson")  # "json" = JSON Lines (--format j
 
 
 def expand_inputs(paths: list[Path]) -> tuple[list[str], list[tuple[str, str]]]:
-    """Images named by ``paths`` (files, folders searched recursively, CSV lists of paths).
+    """Images named by ``paths``: files, and what the one photo-input reader
+    (:func:`terraloc.inputs.read_photo_inputs`) reads — folders (recursive), globs, CSV/Parquet lists.
 
     Returns ``(images, errors)``: image paths as strings (in order, duplicates removed) and
-    ``(input, message)`` for inputs that name no image at all (an empty folder, a bad CSV).
+    ``(input, message)`` for inputs that name no image at all (an empty folder, a bad CSV) or
+    photos that cannot be used (listed but missing, AVIF, unreadable).
     """
-    import pandas as pd
+    from terraloc.inputs import MANIFEST_SUFFIXES, read_photo_inputs
 
     images: list[str] = []
     errors: list[tuple[str, str]] = []
@@ -53,42 +55,24 @@ def expand_inputs(paths: list[Path]) -> tuple[list[str], list[tuple[str, str]]]:
             images.append(p)
 
     for p in paths:
-        if p.is_dir():
-            from terraloc.inputs import read_photo_inputs
-
-            try:  # the one folder reader: every file it does not use comes back with the reason
-                found = read_photo_inputs(p)
-            except InputError as exc:
-                errors.append((str(p), str(exc)))
-                continue
-            for f in found.paths:
-                add(f)
-            # photos that cannot be used (AVIF, symlink loop, unreadable) fail; other files are noted
-            for item, reason in found.skipped:
-                if reason.startswith(("not an image", "hidden")):
-                    notes.append(f"{item}: {reason}")
-                else:
-                    errors.append((item, f"{item}: skipped: {reason}"))
-        elif p.suffix.lower() == ".csv" and p.is_file():
-            try:
-                df = pd.read_csv(p, dtype=str, keep_default_na=False)
-            except Exception as exc:
-                errors.append((str(p), f"{p}: cannot read CSV list of images: {exc}"))
-                continue
-            low = {c.lower(): c for c in df.columns}
-            col = next((low[c] for c in ("path", "image", "file", "filename") if c in low), None)
-            if col is None:
-                col = df.columns[0] if len(df.columns) else None
-            if col is None or len(df) == 0:
-                errors.append((str(p), f"{p}: CSV lists no images (expected a 'path' column)"))
-                continue
-            for v in df[col]:
-                v = v.strip()
-                if v:
-                    q = Path(v)
-                    add(str(q if q.is_absolute() else p.parent / q))
-        else:
-            add(str(p))
+        text = str(p)
+        glob = not p.exists() and any(ch in text for ch in "*?[")
+        if not (p.is_dir() or p.suffix.lower() in MANIFEST_SUFFIXES or glob):
+            add(text)  # a file named explicitly: the decoder reports what it cannot read
+            continue
+        try:  # every item it does not use comes back with the reason
+            found = read_photo_inputs(text)
+        except InputError as exc:
+            errors.append((text, str(exc)))
+            continue
+        for f in found.paths:
+            add(f)
+        # photos that cannot be used fail; other files in a folder are noted
+        for item, reason in found.skipped:
+            if reason.startswith(("not an image", "hidden")):
+                notes.append(f"{item}: {reason}")
+            else:
+                errors.append((item, f"{item}: skipped: {reason}"))
     if notes:
         from terraloc.cli.app import err_console
 
