@@ -118,8 +118,9 @@ def _geotag(path: Path, lat: float, lon: float, color: tuple[int, int, int]) -> 
     Image.new("RGB", (64, 64), color).save(path, "JPEG", exif=exif)
 
 
-def test_refdb_build_from_exif_folder_resume_and_mismatch(tmp_path: Path, cli, tiny_clip: Path) -> None:
-    from terraloc.search.refdb import ReferenceDatabase, exif_gps
+def test_refdb_build_from_exif_folder_and_mismatch(tmp_path: Path, cli, tiny_clip: Path) -> None:
+    from terraloc.inputs import exif_gps
+    from terraloc.search.refdb import ReferenceDatabase
 
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -129,7 +130,7 @@ def test_refdb_build_from_exif_folder_resume_and_mismatch(tmp_path: Path, cli, t
     Image.new("RGB", (64, 64), (1, 2, 3)).save(folder / "nogps.jpg")
     assert exif_gps(folder / "rio.jpg") == pytest.approx((-22.9068, -43.1729), abs=1e-3)
     out = tmp_path / "db"
-    # an interrupted build: one shard finished, then stopped
+    # a build stopped before its first part left an empty work folder: it starts over
     (out / ".work").mkdir(parents=True)
     r = cli("db", "build", "--images", folder, "--backbone", tiny_clip, "--out", out, "--shard-size", "2")
     assert r.code == 2, r.err  # a skipped photo: exit 2 like predict, the database is still built
@@ -137,32 +138,7 @@ def test_refdb_build_from_exif_folder_resume_and_mismatch(tmp_path: Path, cli, t
     db = ReferenceDatabase.load(out)
     assert len(db) == 3 and set(db.table["country"]) == {"France", "Brazil"}
     assert (out / "skipped.csv").read_text().count("nogps.jpg") == 1
-
-    # resume: delete the final files but keep the shards → resumes, same result
-    out2 = tmp_path / "db2"
-    from terraloc.encoders.image import load_backbone
-    from terraloc.search import refdb
-
-    bb = load_backbone(tiny_clip)
-    calls: list[int] = []
-    real = refdb._embed_local
-
-    def flaky(paths, backbone, **kw):  # type: ignore[no-untyped-def]
-        calls.append(len(paths))
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(paths, backbone, **kw)
-
-    refdb.ENGINES["local"] = flaky
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            refdb.build_database(folder, bb, out2, shard_size=2)
-        assert not (out2 / "manifest.json").exists() and (out2 / ".work/shard-00000.npz").exists()
-        summary = refdb.build_database(folder, bb, out2, shard_size=2)
-    finally:
-        refdb.ENGINES["local"] = real
-    assert summary["resumed_shards"] == 1 and summary["n"] == 3
-    assert not (out2 / ".work").exists()
+    assert not (out / ".work").exists()
 
     # query with the same backbone: Paris-coloured photo lands in France
     query = tmp_path / "q.jpg"
@@ -175,6 +151,62 @@ def test_refdb_build_from_exif_folder_resume_and_mismatch(tmp_path: Path, cli, t
     # another backbone is refused with a clear error
     r = cli("predict", query, "--db", out, "--backbone", "efficientnet-lite0")
     assert r.code == 2 and "built with backbone" in r.err and "Traceback" not in r.err
+
+    # a folder with no usable photo: one line, and the skipped list says why
+    empty = tmp_path / "nogps"
+    empty.mkdir()
+    Image.new("RGB", (64, 64), (1, 2, 3)).save(empty / "a.jpg")
+    r = cli("db", "build", "--photos", empty, "--backbone", tiny_clip, "--out", tmp_path / "none")
+    assert r.code == 2 and "skipped list written to" in r.err and len(r.err.strip().splitlines()) == 1, r.err
+    assert "a.jpg" in (tmp_path / "none" / "skipped.csv").read_text()
+
+
+@pytest.mark.slow
+def test_refdb_build_killed_then_resumed_equals_an_uninterrupted_build(
+    shared: Path, tmp_path: Path, cli, tiny_clip: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """`terraloc db build` SIGKILLed after its first part file, then run again: the same database."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from terraloc.search.refdb import ReferenceDatabase
+
+    photos = shared / "data/photos/osv5m/osv5m_photos.csv"  # 71 photos: 18 parts of 4
+    args = ["--photos", str(photos), "--backbone", str(tiny_clip), "--part-size", "4", "--batch-size", "4",
+            "--workers", "1", "--no-progress"]  # fmt: skip
+    whole = tmp_path / "whole"
+    r = cli("db", "build", *args, "--out", whole)
+    assert r.code == 0, r.err
+
+    out = tmp_path / "killed"
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "terraloc", "db", "build", *args, "--out", str(out)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 180
+    while not list((out / ".work" / "parts").glob("part-*.parquet")):
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        assert time.time() < deadline, "no part written in 180 s"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = len(list((out / ".work" / "parts").glob("part-*.parquet")))
+    assert not (out / "manifest.json").exists() and 1 <= finished < 18
+
+    r = subprocess.run([*cmd, "--json"], env=env, capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary["skipped"] >= 4 * finished and summary["skipped"] + summary["done"] == 71
+    assert summary["parts_written"] == 18 - summary["skipped"] // 4
+    a, b = ReferenceDatabase.load(whole), ReferenceDatabase.load(out)
+    assert a.manifest == b.manifest
+    pd.testing.assert_frame_equal(a.table, b.table)
+    np.testing.assert_allclose(np.asarray(a.embeddings), np.asarray(b.embeddings), atol=1e-5)
+    assert (whole / "skipped.csv").read_text() == (out / "skipped.csv").read_text()
+    assert not (out / ".work").exists()
 
 
 def test_refdb_head_consensus() -> None:

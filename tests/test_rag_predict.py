@@ -19,11 +19,11 @@ def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def local_db(shared: Path, tiny_clip: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from terraloc.encoders.image import load_backbone
-    from terraloc.search.refdb import build_database
+    from terraloc.engine import build_refdb, geotagged_items, make_engine
 
     db = tmp_path_factory.mktemp("refdb") / "db"
-    build_database(shared / "data/photos/osv5m/osv5m_photos.csv", load_backbone(str(tiny_clip)), db)
+    osv = geotagged_items(shared / "data/photos/osv5m/osv5m_photos.csv")
+    build_refdb(osv, str(tiny_clip), db, make_engine("local", workers=2))
     return db
 
 

@@ -7,12 +7,12 @@ from typing import Any
 
 from terraloc.errors import InputError
 
-FILE_FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".geojson": "geojson"}
-
 
 def job_folder(output: Path) -> tuple[Path, Path | None]:
-    """``--output FILE.csv`` → (``FILE.csv.parts/``, FILE); ``--output DIR`` → (DIR, None)."""
-    if output.suffix.lower() in FILE_FORMATS:
+    """``--out FILE.csv`` → (``FILE.csv.parts/``, FILE); ``--out DIR`` → (DIR, None)."""
+    from terraloc.pipeline.outputs import FORMAT_BY_SUFFIX
+
+    if output.suffix.lower() in FORMAT_BY_SUFFIX:
         return output.with_name(output.name + ".parts"), output
     return output, None
 
@@ -30,6 +30,7 @@ def predict_with_engine(
     threads: int,
     part_size: int | None,
     gpus: float | None,
+    device: str = "auto",
 ) -> int:
     """Run the job, merge the parts into ``output`` and report; returns the exit status (2 if any failed)."""
     from terraloc.cli.engine_view import print_summary, progress_bar, report_errors
@@ -39,17 +40,18 @@ def predict_with_engine(
     if output is None:
         raise InputError("--engine writes files: give --out FILE.csv|.jsonl|.geojson or --out DIR", field="out")
     folder, merged = job_folder(output)
-    if merged is not None:
-        want = FILE_FORMATS[merged.suffix.lower()]
-        fmt = want if fmt in ("table", want) else fmt
-        if fmt == "table":
-            fmt = want
+    if merged is not None and fmt == "table":  # --format given overrides the suffix
+        from terraloc.pipeline.outputs import FORMAT_BY_SUFFIX
+
+        fmt = FORMAT_BY_SUFFIX[merged.suffix.lower()]
     from terraloc.engine.workers import absolute_if_path
 
     # paths in the configuration (database, checkpoints, a backbone folder) made absolute: workers
     # may run in another folder or on another node
     config = {k: absolute_if_path(v) for k, v in config.items()}
-    eng = make_engine(engine, workers=workers, threads=threads, ray_address=ray_address, gpus=gpus)
+    if engine == "ray" and device == "cpu" and gpus is None:
+        gpus = 0.0  # --device cpu: actors ask Ray for no GPU
+    eng = make_engine(engine, workers=workers, threads=threads, ray_address=ray_address, gpus=gpus, device=device)
     from terraloc.engine.stream import open_work_items
 
     items = open_work_items(paths)
@@ -64,4 +66,10 @@ def predict_with_engine(
 
         atomic_write_text(map_html, html_map(list(iter_predictions(folder))))
     print_summary(summary)
+    if config.get("min_confidence"):
+        n_abs = sum(1 for p in iter_predictions(folder) if p.abstained)
+        if n_abs:
+            from terraloc.cli.app import err_console
+
+            err_console.print(f"{n_abs} abstained (below --min-confidence {config['min_confidence']})", markup=False)
     return 2 if summary.failed else 0

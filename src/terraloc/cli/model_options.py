@@ -55,6 +55,12 @@ DbOption = Annotated[Path | None, typer.Option("--db", help="Reference database 
 TenCropOption = Annotated[
     bool | None, typer.Option("--ten-crop/--no-ten-crop", help="Average the logits of ten crops (geoclip head).")
 ]
+DeviceOption = Annotated[
+    str,
+    typer.Option(
+        help="Where the backbone runs: auto (a GPU when one is visible), cpu, cuda or cuda:N; the heads run on the CPU."
+    ),
+]
 PlacesOption = Annotated[bool | None, typer.Option("--places/--no-places", help="Add offline place names.")]
 ReasonerOption = Annotated[
     str | None,

@@ -15,6 +15,7 @@ from terraloc.cli.model_options import (
     CalibratorOption,
     CheckpointOption,
     DbOption,
+    DeviceOption,
     DistinctKmOption,
     FusionOption,
     GalleryOption,
@@ -34,12 +35,14 @@ FORMATS = ("table", "json", "csv", "geojson")  # "json" = JSON Lines (--format j
 
 
 def expand_inputs(paths: list[Path]) -> tuple[list[str], list[tuple[str, str]]]:
-    """Images named by ``paths`` (files, folders searched recursively, CSV lists of paths).
+    """Images named by ``paths``: files, and what the one photo-input reader
+    (:func:`terraloc.inputs.read_photo_inputs`) reads — folders (recursive), globs, CSV/Parquet lists.
 
     Returns ``(images, errors)``: image paths as strings (in order, duplicates removed) and
-    ``(input, message)`` for inputs that name no image at all (an empty folder, a bad CSV).
+    ``(input, message)`` for inputs that name no image at all (an empty folder, a bad CSV) or
+    photos that cannot be used (listed but missing, AVIF, unreadable).
     """
-    import pandas as pd
+    from terraloc.inputs import MANIFEST_SUFFIXES, read_photo_inputs
 
     images: list[str] = []
     errors: list[tuple[str, str]] = []
@@ -52,42 +55,24 @@ def expand_inputs(paths: list[Path]) -> tuple[list[str], list[tuple[str, str]]]:
             images.append(p)
 
     for p in paths:
-        if p.is_dir():
-            from terraloc.inputs import read_photo_inputs
-
-            try:  # the one folder reader: every file it does not use comes back with the reason
-                found = read_photo_inputs(p)
-            except InputError as exc:
-                errors.append((str(p), str(exc)))
-                continue
-            for f in found.paths:
-                add(f)
-            # photos that cannot be used (AVIF, symlink loop, unreadable) fail; other files are noted
-            for item, reason in found.skipped:
-                if reason.startswith(("not an image", "hidden")):
-                    notes.append(f"{item}: {reason}")
-                else:
-                    errors.append((item, f"{item}: skipped: {reason}"))
-        elif p.suffix.lower() == ".csv" and p.is_file():
-            try:
-                df = pd.read_csv(p, dtype=str, keep_default_na=False)
-            except Exception as exc:
-                errors.append((str(p), f"{p}: cannot read CSV list of images: {exc}"))
-                continue
-            low = {c.lower(): c for c in df.columns}
-            col = next((low[c] for c in ("path", "image", "file", "filename") if c in low), None)
-            if col is None:
-                col = df.columns[0] if len(df.columns) else None
-            if col is None or len(df) == 0:
-                errors.append((str(p), f"{p}: CSV lists no images (expected a 'path' column)"))
-                continue
-            for v in df[col]:
-                v = v.strip()
-                if v:
-                    q = Path(v)
-                    add(str(q if q.is_absolute() else p.parent / q))
-        else:
-            add(str(p))
+        text = str(p)
+        glob = not p.exists() and any(ch in text for ch in "*?[")
+        if not (p.is_dir() or p.suffix.lower() in MANIFEST_SUFFIXES or glob):
+            add(text)  # a file named explicitly: the decoder reports what it cannot read
+            continue
+        try:  # every item it does not use comes back with the reason
+            found = read_photo_inputs(text)
+        except InputError as exc:
+            errors.append((text, str(exc)))
+            continue
+        for f in found.paths:
+            add(f)
+        # photos that cannot be used fail; other files in a folder are noted
+        for item, reason in found.skipped:
+            if reason.startswith(("not an image", "hidden")):
+                notes.append(f"{item}: {reason}")
+            else:
+                errors.append((item, f"{item}: skipped: {reason}"))
     if notes:
         from terraloc.cli.app import err_console
 
@@ -148,6 +133,31 @@ def _table(preds: list[Any]) -> None:
     out_console().print(t)
 
 
+def output_format(fmt: str | None, output: Path | None, *, folder_ok: bool = False) -> str:
+    """The prediction format, checked before any work: ``--format`` (``jsonl`` → ``json``: JSON Lines
+    inside), else --out's suffix (:data:`~terraloc.pipeline.outputs.FORMAT_BY_SUFFIX`), else ``table``.
+
+    ``folder_ok``: --out may be a folder (the engine's job folder; ``table`` then means no merged file).
+    """
+    from terraloc.cli.options import deprecated
+    from terraloc.pipeline.outputs import FORMAT_BY_SUFFIX
+
+    if fmt is not None and fmt.lower() == "json":
+        deprecated("--format json", "--format jsonl", "the same JSON Lines")
+    if fmt is None:
+        fmt = FORMAT_BY_SUFFIX.get(output.suffix.lower(), "table") if output is not None else "table"
+    fmt = "json" if fmt.lower() in ("json", "jsonl") else fmt.lower()
+    if fmt not in FORMATS:
+        raise InputError(f"unknown format '{fmt}'; choose one of table, csv, jsonl, geojson", field="--format")
+    if fmt == "table" and output is not None and not folder_ok:
+        raise InputError(
+            f"cannot tell the format of '{output.name}': give --format csv|jsonl|geojson, or an --out name "
+            "ending in .csv, .jsonl or .geojson (the table is printed to the terminal)",
+            field="format",
+        )
+    return fmt
+
+
 @app.command("predict")
 def predict_command(
     paths: Annotated[list[Path], typer.Argument(help="Image files, folders (recursive) or CSV lists of paths.")],
@@ -164,7 +174,15 @@ def predict_command(
     segmenter: SegmenterOption = None,
     checkpoint: CheckpointOption = None,
     db: DbOption = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="table, csv, jsonl (JSON Lines) or geojson.")] = "table",
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            "-f",
+            help="table, csv, jsonl (JSON Lines) or geojson [default: from --out's suffix .csv/.jsonl/.geojson, "
+            "else table].",
+        ),
+    ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Write results to this file (as they finish).")
     ] = None,
@@ -193,6 +211,7 @@ def predict_command(
     threads: Annotated[int, typer.Option("--threads", help="Compute threads per Ray actor (--engine ray).")] = 1,
     part_size: Annotated[int | None, typer.Option("--part-size", help="Photos per part file (--engine).")] = None,
     gpus: Annotated[float | None, typer.Option("--gpus", help="GPUs per Ray actor (default: automatic).")] = None,
+    device: DeviceOption = "auto",
 ) -> None:
     """Predict where photos were taken: ranked locations with probabilities and place names.
 
@@ -201,18 +220,17 @@ def predict_command(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from terraloc.cli.options import deprecated, renamed
+    from terraloc.cli.options import renamed
     from terraloc.pipeline import Geolocator, resolve_config
     from terraloc.pipeline.outputs import PredictionFile, geojson_text, html_map
     from terraloc.pipeline.types import ImagePrediction
 
     output = renamed(out, output_old, new="--out", old="--output")
-    fmt = fmt.lower()
-    if fmt == "json":
-        deprecated("--format json", "--format jsonl", "the same JSON Lines")
-    fmt = "json" if fmt == "jsonl" else fmt  # JSON Lines, called "json" inside
-    if fmt not in FORMATS:
-        raise InputError(f"unknown format '{fmt}'; choose one of table, csv, jsonl, geojson", field="--format")
+    fmt = output_format(fmt, output, folder_ok=engine is not None)
+    from terraloc.device import resolve_device
+
+    # checked before any work; Ray actors take the device their --gpus give them
+    device = resolve_device(device) if engine != "ray" else device
     if top_k < 1:
         raise InputError(f"must be at least 1, got {top_k}", field="top-k")
     if resume and output is None:
@@ -252,7 +270,7 @@ def predict_command(
         config_json = config.replace(workers=n_workers if engine == "local" else 1).to_json()
         code = predict_with_engine(
             [str(p) for p in paths], config_json, top_k, fmt, output, map_html, engine, ray_address,
-            max(1, n_workers), threads, part_size, gpus,
+            max(1, n_workers), threads, part_size, gpus, device,
         )  # fmt: skip
         if code:
             raise typer.Exit(code)
@@ -266,7 +284,7 @@ def predict_command(
 
     for _src, msg in input_errors:
         err_console.print(f"error: {msg}", markup=False)
-    geo = Geolocator(config, source=source, progress=build_progress()) if todo else None
+    geo = Geolocator(config, source=source, progress=build_progress()).to(device) if todo else None
 
     failed = len(input_errors)
     results: list[ImagePrediction] = []
@@ -300,8 +318,6 @@ def predict_command(
                     progress.advance(task)
     if not stream:
         if fmt == "table":
-            if output is not None:
-                raise InputError("--format table prints to the terminal; use csv/jsonl/geojson with --out")
             _table(results)
         else:
             text = geojson_text(results)

@@ -14,6 +14,7 @@ from terraloc.cli.model_options import (
     CalibratorOption,
     CheckpointOption,
     DbOption,
+    DeviceOption,
     DistinctKmOption,
     FusionOption,
     GalleryOption,
@@ -31,7 +32,7 @@ from terraloc.cli.model_options import (
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
 
-def _model_loader(predictor: str | None, **options: Any):  # type: ignore[no-untyped-def]
+def _model_loader(predictor: str | None, device: str = "cpu", **options: Any):  # type: ignore[no-untyped-def]
     """A zero-argument callable that loads the model (run in the server's background thread).
 
     Options are resolved here, before the server starts, by the same function as ``terraloc
@@ -48,7 +49,7 @@ def _model_loader(predictor: str | None, **options: Any):  # type: ignore[no-unt
         fail(f"--db: {db}: no such folder")
     config, source = resolve_config(**options)
     _precheck_backbone(config.backbone)
-    return geolocator_loader(config, source)
+    return geolocator_loader(config, source, device=device)
 
 
 def _precheck_backbone(spec: str) -> None:
@@ -120,6 +121,7 @@ def serve(
     lazy: Annotated[
         bool, typer.Option("--lazy", help="Start at once and load the model in the background (/readyz tells).")
     ] = False,
+    device: DeviceOption = "auto",
 ) -> None:
     """Serve the REST API (/v1/predict, /docs) and the map page (/) with uvicorn."""
     import uvicorn
@@ -139,8 +141,11 @@ def serve(
         fail(f"--calibrator: {calibrator}: no such file")
     if min_confidence is not None and calibrator is None:
         fail("--min-confidence needs --calibrator FILE")
+    from terraloc.device import resolve_device
+
     loader = _model_loader(
         predictor,
+        resolve_device(device),
         model=model,
         backbone=backbone,
         head=head,

@@ -8,7 +8,8 @@
 * :mod:`~terraloc.engine.local` / :mod:`~terraloc.engine.ray_engine` — where partitions run;
 * :mod:`~terraloc.engine.job` — ``run_job``: skip finished parts, run the rest, manifest last;
 * :mod:`~terraloc.engine.predictions` — prediction parts → CSV / JSON Lines / GeoJSON;
-* :mod:`~terraloc.engine.refdb_build` — embedding parts → FAISS reference database;
+* :mod:`~terraloc.engine.refdb_build` — embedding parts → FAISS reference database
+  (``build_refdb``, the Python API of ``terraloc db build``; ``geotagged_items`` reads its inputs);
 * :mod:`~terraloc.engine.progress` — progress events and the run summary.
 
 See ``docs/engine.md``.
@@ -17,6 +18,7 @@ See ``docs/engine.md``.
 from terraloc.engine.inputs import WorkItems, read_work_items
 from terraloc.engine.job import read_manifest, run_job
 from terraloc.engine.progress import Progress, RunSummary
+from terraloc.engine.refdb_build import build_refdb, geotagged_items
 from terraloc.engine.select import ENGINE_NAMES, make_engine
 from terraloc.engine.workers import EmbedSpec, PredictSpec
 
@@ -27,6 +29,8 @@ __all__ = [
     "Progress",
     "RunSummary",
     "WorkItems",
+    "build_refdb",
+    "geotagged_items",
     "make_engine",
     "read_manifest",
     "read_work_items",

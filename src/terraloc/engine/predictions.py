@@ -45,27 +45,47 @@ def iter_predictions(out: str | Path) -> Iterator[ImagePrediction]:
                 e = failed[i]
                 yield ImagePrediction(e["path"], [], e["reason"], model)
                 continue
-            cs = sorted(by_index[i], key=lambda r: r["rank"])
-            preds = [
-                Prediction(
-                    int(r["rank"]),
-                    float(r["lat"]),
-                    float(r["lon"]),
-                    float(r["probability"]),
-                    r["city"] or "",
-                    r["admin1"] or "",
-                    r["country"] or "",
-                    r["country_code"] or "",
-                )
-                for r in cs
-            ]
-            yield ImagePrediction(cs[0]["image"], preds, None, model, cs[0]["width"], cs[0]["height"])
+            yield _photo(by_index[i], model)
+
+
+def _photo(rows: list[dict[str, Any]], model: dict[str, Any]) -> ImagePrediction:
+    """One photo's rows (one per candidate, or one abstention row) → its :class:`ImagePrediction`."""
+    first = rows[0]
+    conf, feats, region = first.get("confidence"), first.get("features"), first.get("region")
+    abstained = bool(first.get("abstained"))
+    preds = [
+        Prediction(
+            int(r["rank"]),
+            float(r["lat"]),
+            float(r["lon"]),
+            float(r["probability"]),
+            r["city"] or "",
+            r["admin1"] or "",
+            r["country"] or "",
+            r["country_code"] or "",
+        )
+        for r in sorted(rows, key=lambda r: r["rank"])
+        if not abstained
+    ]
+    return ImagePrediction(
+        first["image"],
+        preds,
+        None,
+        model,
+        first["width"],
+        first["height"],
+        # parts written before these columns existed read as "no calibrator"
+        confidence=dict(conf) if conf is not None else None,
+        abstained=abstained,
+        region=json.loads(region) if region else None,
+        features=dict(feats) if feats is not None else None,
+    )
 
 
 def write_predictions(out: str | Path, dest: str | Path, fmt: str) -> int:
     """Write a finished job's predictions to ``dest`` (``csv``, ``json`` = JSON Lines, ``geojson``),
     atomically and streaming (one partition in memory at a time). Returns the photos written."""
-    from terraloc.pipeline.outputs import StreamWriter
+    from terraloc.pipeline.outputs import StreamWriter, escape_surrogates, geojson_features
 
     n = 0
     with atomic_write(dest, "w", encoding="utf-8") as fh:
@@ -74,16 +94,13 @@ def write_predictions(out: str | Path, dest: str | Path, fmt: str) -> int:
             for p in iter_predictions(out):
                 w.write(p)
                 n += 1
-        elif fmt == "geojson":
+        elif fmt == "geojson":  # the features of pipeline.outputs.geojson, one image at a time
             fh.write('{"type": "FeatureCollection", "features": [')
             first = True
             for p in iter_predictions(out):
                 n += 1
-                for c in p.candidates:
-                    props = {"image": p.image, **{k: v for k, v in c.to_json().items() if k not in ("lat", "lon")}}
-                    feat = {"type": "Feature", "geometry": {"type": "Point", "coordinates": [c.lon, c.lat]}}
-                    feat["properties"] = props
-                    fh.write(("" if first else ",") + "\n" + json.dumps(feat, ensure_ascii=False))
+                for feat in geojson_features(p):
+                    fh.write(("" if first else ",") + "\n" + escape_surrogates(json.dumps(feat, ensure_ascii=False)))
                     first = False
             fh.write("\n]}\n")
         else:

@@ -72,18 +72,44 @@ def build_refdb(
 ) -> dict[str, Any]:
     """Build a :class:`~terraloc.search.refdb.ReferenceDatabase` at ``out``; resumable.
 
+    The Python API of ``terraloc db build`` (it replaces ``terraloc.search.refdb.build_database``).
+
+    Args:
+        items: geotagged photos (:func:`geotagged_items`); ``items.skipped`` go to ``skipped.csv``.
+        backbone: image backbone spec (``load_backbone``: a folder, a model name, ``efficientnet-lite0``).
+        out: the database folder; an unfinished build there (``out/.work/``) is resumed.
+        engine: :func:`terraloc.engine.make_engine` (``local`` or ``ray``).
+        index: ``flat``, ``hierarchical@OPTIONS`` or a FAISS factory string with ``@PARAMS``; refused
+            before anything is embedded when it is not valid (unknown options, a factory string FAISS
+            cannot parse), and after embedding when it does not fit the embedding width (then the
+            embeddings stay in ``out/.work/`` and a run with another ``index`` reuses them).
+        places: add ``city, admin1, country`` columns (offline reverse geocoding).
+        on_progress: called with a :class:`~terraloc.engine.progress.Progress` (``done``, ``total``,
+            photos/s, ETA) as photos finish.
+
     Returns:
         ``{"n", "skipped" [(path, reason)], "index", "summary" (RunSummary), "seconds"}``.
+
+    Raises:
+        InputError: a complete database already at ``out``, a bad ``index``, another job's unfinished
+            build at ``out``, or no usable photo (``skipped.csv`` is written first).
     """
     t0 = time.perf_counter()
     out = Path(out)
     if (out / "manifest.json").exists():
         raise InputError("a complete database already exists here (delete the folder to rebuild)", path=out)
     from terraloc.search.index import cached_index
-    from terraloc.search.refdb import EMBEDDINGS_FILE, _check_index_spec
+    from terraloc.search.refdb import EMBEDDINGS_FILE, check_index_spec
     from terraloc.search.spec import parse_index_spec as parse
 
     spec_name, spec_options = parse(index, field="index")
+    check_index_spec(spec_name, spec_options)  # before anything is embedded
+    skipped: list[tuple[str, str]] = list(items.skipped)
+    if len(items) == 0:
+        write_skipped(out / "skipped.csv", skipped)
+        raise InputError(
+            f"no usable photo ({len(skipped)} skipped); skipped list written to {out / 'skipped.csv'}", path=out
+        )
     work = out / WORK
     spec = EmbedSpec(backbone, batch_size=batch_size, decode_threads=decode_threads)
     summary: RunSummary = run_job(spec, items, work, engine, part_size=part_size, on_progress=on_progress)
@@ -91,11 +117,16 @@ def build_refdb(
     assert man is not None
     desc = man["model"]["backbone"]
     dim = int(desc["dim"])
-    _check_index_spec(spec_name, spec_options, dim)
+    try:
+        check_index_spec(spec_name, spec_options, dim)
+    except InputError as exc:
+        raise InputError(
+            f"{exc.problem}; the embeddings are kept in {work}: run again with another --index to use them",
+            field="index",
+        ) from None
     files = [work / p["file"] for p in man["parts"]]
     rows = [int(p["rows"]) for p in man["parts"]]
     n = sum(rows)
-    skipped: list[tuple[str, str]] = list(items.skipped)
     with open(work / "errors.csv", encoding="utf-8", newline="") as errs:
         for r in csv.DictReader(errs):
             if r["index"]:

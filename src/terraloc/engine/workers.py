@@ -9,6 +9,7 @@ Photos are decoded inside the worker (``iter_pixel_batches``: decoding threads, 
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
@@ -79,12 +80,10 @@ class WorkerSpec(Protocol):
 
 
 def pick_device(device: str) -> str:
-    """``auto`` → ``cuda`` when this process sees a GPU, else ``cpu``."""
-    if device != "auto":
-        return device
-    import torch
+    """``auto`` → ``cuda`` when this process sees a GPU, else ``cpu`` (:func:`terraloc.device.resolve_device`)."""
+    from terraloc.device import resolve_device
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return resolve_device(device)
 
 
 def _set_threads(threads: int) -> None:
@@ -185,12 +184,39 @@ class EmbedSpec:
 
 # --------------------------------------------------------------------------- prediction
 
-PREDICTION_COLUMNS = ("index", "id", "image", *PLACE_COLUMNS, "width", "height")
+PREDICTION_COLUMNS = (
+    "index",
+    "id",
+    "image",
+    *PLACE_COLUMNS,
+    "width",
+    "height",
+    "confidence",
+    "abstained",
+    "region",
+    "features",
+)
+#: Arrow types of the prediction rows (strings where not listed).
+PREDICTION_TYPES: dict[str, pa.DataType] = {
+    "index": pa.int64(),
+    "rank": pa.int32(),
+    "lat": pa.float64(),
+    "lon": pa.float64(),
+    "probability": pa.float64(),
+    "width": pa.int32(),
+    "height": pa.int32(),
+    "confidence": pa.map_(pa.string(), pa.float64()),
+    "abstained": pa.bool_(),
+    "features": pa.map_(pa.string(), pa.float64()),
+}
 
 
 class PredictWorker:
     """Geolocator predictions: one row per candidate (``index, id, image, rank, lat, lon, probability,
-    city, admin1, country, country_code, width, height``)."""
+    city, admin1, country, country_code, width, height``) with the photo's calibrated ``confidence``
+    (``{"25": P(error <= 25 km), ...}``, null without a calibrator), ``abstained``, ``region`` (JSON
+    text) and confidence ``features`` repeated on each of its rows. An abstained photo is one row with
+    null rank and location (its confidence still given); a failed photo is an errors-table row."""
 
     def __init__(self, geolocator: Any, top_k: int) -> None:
         self.geo = geolocator
@@ -204,37 +230,34 @@ class PredictWorker:
         errors: list[ErrorRow] = []
         for j, r in enumerate(self.geo.predict_iter(part.paths, top_k=self.top_k, labels=part.names)):
             i = part.lo + j
-            if r.error is not None or not r.candidates:
+            abstained = bool(getattr(r, "abstained", False))
+            if r.error is not None or not (r.candidates or abstained):
                 errors.append(ErrorRow(i, part.ids[j], part.names[j], r.error or "no prediction"))
-            for c in r.candidates:
-                for name, v in (
-                    ("index", i),
-                    ("id", part.ids[j]),
-                    ("image", r.image),
-                    ("rank", c.rank),
-                    ("lat", c.lat),
-                    ("lon", c.lon),
-                    ("probability", c.probability),
-                    ("city", c.city),
-                    ("admin1", c.admin1),
-                    ("country", c.country),
-                    ("country_code", c.country_code),
-                    ("width", r.width),
-                    ("height", r.height),
-                ):
+                if on_batch is not None:
+                    on_batch(1)
+                continue
+            conf = getattr(r, "confidence", None)
+            region = getattr(r, "region", None)
+            feats = getattr(r, "features", None)
+            photo = {
+                "index": i,
+                "id": part.ids[j],
+                "image": r.image,
+                "width": r.width,
+                "height": r.height,
+                "confidence": list(conf.items()) if conf is not None else None,
+                "abstained": abstained,
+                "region": json.dumps(region) if region is not None else None,
+                "features": list(feats.items()) if feats is not None else None,
+            }
+            for c in r.candidates or [None]:  # an abstention: one row without a location
+                for name in PLACE_COLUMNS:
+                    cols[name].append(getattr(c, name) if c is not None else None)
+                for name, v in photo.items():
                     cols[name].append(v)
             if on_batch is not None:
                 on_batch(1)
-        types = {
-            "index": pa.int64(),
-            "rank": pa.int32(),
-            "lat": pa.float64(),
-            "lon": pa.float64(),
-            "probability": pa.float64(),
-            "width": pa.int32(),
-            "height": pa.int32(),
-        }
-        table = pa.table({c: pa.array(cols[c], types.get(c, pa.string())) for c in PREDICTION_COLUMNS})
+        table = pa.table({c: pa.array(cols[c], PREDICTION_TYPES.get(c, pa.string())) for c in PREDICTION_COLUMNS})
         return table, errors
 
 
@@ -264,12 +287,15 @@ class PredictSpec:
 
     def build(self, threads: int, device: str) -> Worker:
         _set_threads(threads)
+        dev = pick_device(device)
         if callable(self.config):
             geo = self.config()
         else:
             from terraloc.pipeline import Geolocator, GeolocatorConfig
 
             geo = Geolocator(GeolocatorConfig(**self.config))
+        if dev != "cpu" and callable(getattr(geo, "to", None)):
+            geo.to(dev)  # the backbone on the worker's GPU; heads stay on its CPU
         return PredictWorker(geo, self.top_k)
 
 

@@ -119,6 +119,27 @@ class Geolocator:
             raise InputError("--llm needs --reasoner rag", field="llm")
         self.model_info = self._describe()
         self._init_confidence()
+        self.device = "cpu"
+
+    def to(self, device: str) -> Geolocator:
+        """Run the image backbone on ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``); returns self.
+
+        The backbone is nearly all of a prediction's compute: it moves, and each batch's features
+        come back to the CPU, where the heads, galleries and reasoning stage stay. Like
+        ``torch.nn.Module.to``: a property of this object, not of the saved configuration.
+
+        Raises:
+            InputError: an unknown or unavailable device, or a backbone that runs on the CPU only.
+        """
+        from terraloc.device import resolve_device
+
+        dev = resolve_device(device)
+        if dev != "cpu" and not isinstance(self.backbone, torch.nn.Module):
+            raise InputError(f"backbone '{self.config.backbone}' runs on the CPU only (ONNX)", field="device")
+        if isinstance(self.backbone, torch.nn.Module):
+            self.backbone.to(dev)
+        self.device = dev
+        return self
 
     def _init_confidence(self) -> None:
         """Load the calibrator (refused if fitted for another configuration) and the abstention rule."""
@@ -177,7 +198,7 @@ class Geolocator:
 
     def with_config(self, **changes: Any) -> Geolocator:
         """A new Geolocator sharing this one's backbone, with config changes."""
-        return Geolocator(self.config.replace(**changes), backbone=self.backbone)
+        return Geolocator(self.config.replace(**changes), backbone=self.backbone).to(self.device)
 
     def _describe(self) -> dict[str, Any]:
         info: dict[str, Any] = {"head": self.config.head, "backbone": self.backbone.describe()}
@@ -208,10 +229,10 @@ class Geolocator:
             features = None
         elif pixels.ndim == 5:
             n, c = pixels.shape[:2]
-            features = self.backbone.features(pixels.flatten(0, 1)).float()
+            features = self.backbone.features(pixels.flatten(0, 1).to(self.device)).float().cpu()
             x = features.view(n, c, -1)
         else:
-            x = features = self.backbone.features(pixels).float()
+            x = features = self.backbone.features(pixels.to(self.device)).float().cpu()
         cands = self.head.predict(x, top_k)
         if self._reasoner is not None:
             emb = features.view(pixels.shape[0], -1, features.shape[-1]).mean(1) if features is not None else None

@@ -37,6 +37,10 @@ CSV_COLUMNS = [
 ]
 
 
+#: Prediction file formats by file-name suffix (``json`` = JSON Lines).
+FORMAT_BY_SUFFIX = {".csv": "csv", ".json": "json", ".jsonl": "json", ".geojson": "geojson"}
+
+
 def _confidence_cells(pred: ImagePrediction) -> list[str]:
     conf = pred.confidence or {}
     return [f"{conf[t]:.4f}" if t in conf else "" for t in ("1", "25", "200", "750", "2500")] + [
@@ -108,37 +112,40 @@ def geojson_text(preds: Iterable[ImagePrediction]) -> str:
 
 
 def geojson(preds: Iterable[ImagePrediction]) -> dict[str, Any]:
-    """A FeatureCollection with one Point per candidate (``[lon, lat]``, per GeoJSON), each with the
-    image's ``confidence``; per image also its 90% confidence region (a MultiPolygon of discs,
-    ``"kind": "confidence_region"``); an abstained image is one Feature with a null geometry."""
+    """A FeatureCollection of every image's :func:`geojson_features`."""
+    return {"type": "FeatureCollection", "features": [f for p in preds for f in geojson_features(p)]}
+
+
+def geojson_features(p: ImagePrediction) -> list[dict[str, Any]]:
+    """One image's GeoJSON Features: a Point per candidate (``[lon, lat]``, per GeoJSON), each with
+    the image's ``confidence``; its 90% confidence region first (a MultiPolygon of discs, ``"kind":
+    "confidence_region"``) when it has one; an abstained image is one Feature with a null geometry."""
     from terraloc.confidence.region import confidence_region
 
+    if p.abstained:
+        props = {"image": p.image, "abstained": True, "confidence": p.confidence}
+        return [{"type": "Feature", "geometry": None, "properties": props}]
     feats: list[dict[str, Any]] = []
-    for p in preds:
-        if p.abstained:
-            props = {"image": p.image, "abstained": True, "confidence": p.confidence}
-            feats.append({"type": "Feature", "geometry": None, "properties": props})
-            continue
-        if p.region and p.region.get("places"):
-            reg = confidence_region(
-                p.region["places"], [1.0] * len(p.region["places"]), level=1.0, radius_km=p.region["radius_km"]
-            )
-            props = {"image": p.image, "kind": "confidence_region", "confidence": p.confidence}
-            props |= {k: p.region[k] for k in ("level", "covered", "radius_km", "places")}
-            feats.append({"type": "Feature", "geometry": reg["geometry"], "properties": props})
-        for c in p.candidates:
-            feats.append(
-                {
-                    "type": "Feature",
-                    "geometry": {"type": "Point", "coordinates": [c.lon, c.lat]},
-                    "properties": {
-                        "image": p.image,
-                        **{k: v for k, v in c.to_json().items() if k not in ("lat", "lon")},
-                        "confidence": p.confidence,
-                    },
-                }
-            )
-    return {"type": "FeatureCollection", "features": feats}
+    if p.region and p.region.get("places"):
+        reg = confidence_region(
+            p.region["places"], [1.0] * len(p.region["places"]), level=1.0, radius_km=p.region["radius_km"]
+        )
+        props = {"image": p.image, "kind": "confidence_region", "confidence": p.confidence}
+        props |= {k: p.region[k] for k in ("level", "covered", "radius_km", "places")}
+        feats.append({"type": "Feature", "geometry": reg["geometry"], "properties": props})
+    for c in p.candidates:
+        feats.append(
+            {
+                "type": "Feature",
+                "geometry": {"type": "Point", "coordinates": [c.lon, c.lat]},
+                "properties": {
+                    "image": p.image,
+                    **{k: v for k, v in c.to_json().items() if k not in ("lat", "lon")},
+                    "confidence": p.confidence,
+                },
+            }
+        )
+    return feats
 
 
 def confidence_words(conf: dict[str, float] | None) -> str:

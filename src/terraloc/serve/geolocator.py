@@ -31,13 +31,16 @@ class GeolocatorPredictor:
         return {"model": self.geolocator.model_info, "config": self.geolocator.config.to_json()}
 
 
-def geolocator_loader(config: Any = None, source: str | Path | None = None, **options: Any) -> Callable[[], Predictor]:
+def geolocator_loader(
+    config: Any = None, source: str | Path | None = None, *, device: str = "cpu", **options: Any
+) -> Callable[[], Predictor]:
     """A zero-argument callable that builds the Geolocator (run in the server's background thread).
 
     Args:
         config: a resolved ``GeolocatorConfig`` (``terraloc.pipeline.resolve_config``, the same
             resolution ``terraloc predict`` uses); default: resolved from ``options``.
         source: the ``config.json`` it came from, named in errors.
+        device: where the backbone runs (:meth:`Geolocator.to`).
         **options: ``resolve_config`` options (``model``, ``backbone``, ``head``, ``db``, ...)
             when ``config`` is not given.
     """
@@ -46,6 +49,6 @@ def geolocator_loader(config: Any = None, source: str | Path | None = None, **op
         from terraloc.pipeline import Geolocator, resolve_config
 
         cfg, src = (config, source) if config is not None else resolve_config(**options)
-        return GeolocatorPredictor(Geolocator(cfg, source=src))
+        return GeolocatorPredictor(Geolocator(cfg, source=src).to(device))
 
     return load
