@@ -59,7 +59,7 @@ def test_streamed_parquet_integer_ids_read_as_the_whole_file(
     monkeypatch.setattr(stream, "CHUNK_ROWS", 2)  # the null (a blank row) in one chunk only
     photos = [str(p) for p in sorted((shared / "data/photos/osv5m").glob("*.jpg"))[:6]]
     ids = pa.array([1, 2, None, 4, 5, 6, 7], pa.int64())
-    pq.write_table(pa.table({"img_id": ids, "path": photos[:2] + [None] + photos[2:]}), tmp_path / "m.parquet")
+    pq.write_table(pa.table({"img_id": ids, "path": [*photos[:2], None, *photos[2:]]}), tmp_path / "m.parquet")
     items = _same(str(tmp_path / "m.parquet"), id_col="img_id")
     assert items.part(0, 3)[0] == ["1.0", "2.0", "4.0"]  # as pandas reads the whole file
 
