@@ -239,6 +239,7 @@ class _Item:
     """What one input item gave besides its photos."""
 
     source: str
+    kind: str = ""  # as terraloc.inputs.input_kind
     skipped: list[tuple[str, str]] = field(default_factory=list)  # in order
     no_gps: list[tuple[str, str]] = field(default_factory=list)  # after the listing's (as read_photo_inputs)
     hint_folder: Path | None = None
@@ -378,7 +379,7 @@ def _item_chunks(item: str, options: InputOptions, info: _Item, tmp: Path, *, st
     from terraloc.inputs import glob_base, glob_listing, input_kind, walk_folder
 
     require_coords = options.get("require_coords", False)
-    kind = input_kind(item, strict=strict)
+    kind = info.kind = input_kind(item, strict=strict)
     p = Path(item)
     if kind == "glob":
         matches = _sorted(globmod.iglob(item, recursive=True), tmp)
@@ -409,6 +410,7 @@ class _Read:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     hint_folders: list[Path] = field(default_factory=list)
     coords: bool = True  # every item with photos carried coordinates
+    unique_ids: bool = False  # one manifest: its ids were checked (image keys unique, so ids too)
 
 
 def _chunks(specs: list[str], options: InputOptions, read: _Read, tmp: Path) -> Iterator[PhotoInputs]:
@@ -421,6 +423,7 @@ def _chunks(specs: list[str], options: InputOptions, read: _Read, tmp: Path) -> 
             if not c.paths:
                 continue
             read.coords &= c.coords is not None
+            read.unique_ids = keys is None and info.kind == "manifest"
             if keys is not None:
                 seen, _ = keys.add([os.path.normpath(os.path.abspath(q)) for q in c.paths])
                 keep = np.flatnonzero(~seen)
@@ -437,9 +440,9 @@ def _rows(coords: NDArray[np.float64] | None, keep: NDArray[np.int64]) -> NDArra
     return None if coords is None else coords[keep]
 
 
-def _write(chunks: Iterable[PhotoInputs], file: Path) -> tuple[list[int], str | None]:
+def _write(chunks: Iterable[PhotoInputs], file: Path, read: _Read) -> tuple[list[int], str | None]:
     """Append the photos to ``file`` in batches of ``CHUNK_ROWS``; returns the batch row counts and
-    the first id that repeats an earlier one (or ``None``)."""
+    the first id that repeats an earlier one (or ``None``; not looked for when ``read.unique_ids``)."""
     ids: list[str] = []
     paths: list[str] = []
     coords: list[NDArray[np.float64]] = []
@@ -450,9 +453,10 @@ def _write(chunks: Iterable[PhotoInputs], file: Path) -> tuple[list[int], str | 
 
         def flush() -> None:
             nonlocal repeat
-            seen, _ = keys.add(ids)
-            if repeat is None and seen.any():
-                repeat = ids[int(np.flatnonzero(seen)[0])]
+            if repeat is None and not read.unique_ids:
+                seen, _ = keys.add(ids)
+                if seen.any():
+                    repeat = ids[int(np.flatnonzero(seen)[0])]
             c = np.concatenate(coords)
             cols = [pa.array(_enc(ids), pa.binary()), pa.array(_enc(paths), pa.binary())]
             writer.write_batch(pa.record_batch([*cols, pa.array(c[:, 0]), pa.array(c[:, 1])], schema=_SCHEMA))
@@ -542,7 +546,7 @@ def _open(specs: list[str], folder: Path, options: InputOptions, stem_ids: bool)
 
     read = _Read(", ".join(specs))
     file = folder / "inputs.arrow"
-    counts, repeat = _write(_chunks(specs, options, read, folder), file)
+    counts, repeat = _write(_chunks(specs, options, read, folder), file, read)
     if not sum(counts):
         hint = next((h for h in map(manifest_hint, read.hint_folders) if h), None)
         raise no_photos(PhotoInputs([], [], None, read.skipped, source=read.source, hint=hint))
