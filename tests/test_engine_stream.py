@@ -127,11 +127,13 @@ def tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     manifest; chunks, sorted runs and merges forced small."""
     from PIL import Image
 
+    import terraloc.engine.disksort as disksort
     import terraloc.engine.stream as stream
 
     monkeypatch.setattr(stream, "CHUNK_ROWS", 3)
-    monkeypatch.setattr(stream, "SORT_RUN_ROWS", 4)
-    monkeypatch.setattr(stream, "MERGE_FAN_IN", 2)
+    monkeypatch.setattr(disksort, "SORT_RUN_ROWS", 4)
+    monkeypatch.setattr(disksort, "MERGE_FAN_IN", 2)
+    monkeypatch.setattr(disksort, "BLOCK_ROWS", 3)
     root = tmp_path / "photos"
 
     def jpg(rel: str, gps: tuple[float, float] | None = None) -> None:
@@ -226,14 +228,15 @@ def test_streamed_folder_keeps_non_utf8_file_names(tmp_path: Path, monkeypatch: 
 def test_sorted_on_disk_equals_sorted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import random
 
-    import terraloc.engine.stream as stream
+    import terraloc.engine.disksort as disksort
 
-    monkeypatch.setattr(stream, "SORT_RUN_ROWS", 7)
-    monkeypatch.setattr(stream, "MERGE_FAN_IN", 3)
+    monkeypatch.setattr(disksort, "SORT_RUN_ROWS", 7)
+    monkeypatch.setattr(disksort, "MERGE_FAN_IN", 3)
+    monkeypatch.setattr(disksort, "BLOCK_ROWS", 2)
     rng = random.Random(0)
     alphabet = ["a", "b", "/", "-", ".", " ", "é", "\udce9", "Z"]
     strings = ["".join(rng.choices(alphabet, k=rng.randint(0, 6))) for _ in range(200)]
-    assert list(stream._sorted(iter(strings), tmp_path)) == sorted(strings)
+    assert list(disksort.sorted_on_disk(iter(strings), tmp_path)) == sorted(strings)
     assert list(tmp_path.iterdir()) == []  # runs removed
 
 
@@ -253,11 +256,11 @@ def test_db_build_inputs_are_streamed_with_stem_ids(tree: Path) -> None:
 def test_key_set_finds_every_repeat_and_its_first_occurrence() -> None:
     import random
 
-    from terraloc.engine.stream import _KeySet
+    from terraloc.engine.keyset import KeySet
 
     rng = random.Random(1)
     texts = [f"t{rng.randint(0, 300)}" for _ in range(1000)]
-    keys = _KeySet()
+    keys = KeySet()
     first_at: dict[str, int] = {}
     for lo in range(0, len(texts), 37):  # chunks: repeats within one and across chunks, runs merged
         chunk = texts[lo : lo + 37]

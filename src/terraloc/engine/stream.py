@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import glob as globmod
 import hashlib
-import heapq
 import itertools
 import os
 import shutil
@@ -35,27 +34,17 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 from numpy.typing import NDArray
 
+from terraloc.engine.disksort import from_bytes, sorted_on_disk, to_bytes
 from terraloc.engine.inputs import WorkItems
+from terraloc.engine.keyset import KeySet
 from terraloc.errors import InputError
 from terraloc.inputs import InputOptions, PhotoInputs
 
 #: Rows read, written and kept at a time.
 CHUNK_ROWS = 2048
-#: A glob's matches sorted in memory at a time (then written as a sorted run and merged).
-SORT_RUN_ROWS = 65536
-#: Sorted runs merged at once (open files).
-MERGE_FAN_IN = 64
 
 # ids and paths as UTF-8 bytes with surrogateescape: file names need not be UTF-8
 _SCHEMA = pa.schema([("id", pa.binary()), ("path", pa.binary()), ("lat", pa.float64()), ("lon", pa.float64())])
-
-
-def _enc(texts: Iterable[str]) -> list[bytes]:
-    return [t.encode("utf-8", "surrogateescape") for t in texts]
-
-
-def _dec(col: Any) -> list[str]:
-    return [b.decode("utf-8", "surrogateescape") for b in col.to_pylist()]
 
 
 class StreamedItems:
@@ -100,7 +89,7 @@ class StreamedItems:
         coords = None
         if self.has_coords:
             coords = np.stack([t.column("lat").to_numpy(), t.column("lon").to_numpy()], axis=1).astype(np.float64)
-        return _dec(t.column("id")), _dec(t.column("path")), coords
+        return from_bytes(t.column("id")), from_bytes(t.column("path")), coords
 
     def to_work_items(self) -> WorkItems:
         """Every input in memory (for small inputs: tests, benchmarks)."""
@@ -115,120 +104,18 @@ def _batches(file: Path) -> Iterator[pa.RecordBatch]:
             yield reader.get_batch(k)
 
 
-# --------------------------------------------------------------------------- unique strings
-
-
-def _keys(texts: Sequence[str]) -> NDArray[Any]:
-    """128-bit keys (``V16``) of strings: a false repeat would need a BLAKE2b collision."""
-    digests = (hashlib.blake2b(t.encode("utf-8", "surrogateescape"), digest_size=16).digest() for t in texts)
-    return np.frombuffer(b"".join(digests), dtype="V16")
-
-
-class _KeySet:
-    """Keys of the strings seen so far, each with an optional ``int`` (a line), in a few sorted runs
-    whose sizes halve (merged like a binary counter): adding a chunk costs O(chunk · log N)
-    lookups and each key is merged O(log N) times; 16 bytes a string (24 with the ``int``)."""
-
-    def __init__(self) -> None:
-        self.runs: list[tuple[NDArray[Any], NDArray[np.int64] | None]] = []
-
-    def add(
-        self, texts: Sequence[str], payload: Sequence[int] | None = None, *, within: bool = True
-    ) -> tuple[NDArray[np.bool_], NDArray[np.int64]]:
-        """Add ``texts``; returns which were seen before (in earlier chunks, or with ``within`` also
-        earlier in this one) and, for those, the ``int`` of the first occurrence (-1 without)."""
-        keys = _keys(texts)
-        m = len(keys)
-        pay = None if payload is None else np.asarray(payload, dtype=np.int64)
-        seen = np.zeros(m, dtype=bool)
-        first = np.full(m, -1, dtype=np.int64)
-        for run_keys, run_pay in self.runs:
-            pos = np.minimum(np.searchsorted(run_keys, keys), len(run_keys) - 1)
-            hit = (run_keys[pos] == keys) & ~seen
-            seen |= hit
-            if run_pay is not None:
-                first[hit] = run_pay[pos[hit]]
-        order = np.argsort(keys, kind="stable")
-        if within and m > 1:
-            sk = keys[order]
-            same = np.zeros(m, dtype=bool)
-            same[1:] = sk[1:] == sk[:-1]
-            head = order[np.maximum.accumulate(np.where(same, 0, np.arange(m)))]  # first of its equals
-            later = same & ~seen[order]  # (a key already in a run was first seen there)
-            seen[order[later]] = True
-            if pay is not None:
-                first[order[later]] = pay[head[later]]
-        new = order[~seen[order]]
-        if len(new):
-            self.runs.append((keys[new], None if pay is None else pay[new]))
-        while len(self.runs) > 1 and len(self.runs[-2][0]) <= 2 * len(self.runs[-1][0]):
-            (k1, p1), (k2, p2) = self.runs[-2], self.runs.pop()
-            k = np.concatenate([k1, k2])
-            p = None if p1 is None or p2 is None else np.concatenate([p1, p2])
-            self.runs[-1] = (k, p)
-            del k1, k2, p1, p2  # the merged run only
-            if p is None:
-                k.sort()  # in place: 32 bytes a key at the peak
-            else:
-                o = np.argsort(k, kind="stable")
-                self.runs[-1] = (k[o], p[o])
-        return seen, first
+# --------------------------------------------------------------------------- repeats
 
 
 def _first_repeat(file: Path, texts: Callable[[pa.RecordBatch], list[str]]) -> str | None:
     """The first of ``texts(batch)`` over the file's batches that repeats an earlier one, or ``None``."""
-    keys = _KeySet()
+    keys = KeySet()
     for b in _batches(file):
         t = texts(b)
         seen, _ = keys.add(t)
         if seen.any():
             return t[int(np.flatnonzero(seen)[0])]
     return None
-
-
-# --------------------------------------------------------------------------- glob matches, sorted on disk
-
-
-def _write_run(strings: Iterable[str], file: Path) -> Path:
-    schema = pa.schema([("s", pa.binary())])
-    block = max(1, CHUNK_ROWS // 8)
-    with pa.OSFile(str(file), "wb") as sink, ipc.new_stream(sink, schema) as w:
-        it = iter(strings)
-        while chunk := list(itertools.islice(it, block)):
-            w.write_batch(pa.record_batch([pa.array(_enc(chunk), pa.binary())], schema=schema))
-    return file
-
-
-def _read_run(file: Path) -> Iterator[str]:
-    with pa.OSFile(str(file), "rb") as fh:
-        for b in ipc.open_stream(fh):
-            yield from _dec(b.column(0))
-
-
-def _sorted(strings: Iterable[str], folder: Path) -> Iterator[str]:
-    """``sorted(strings)`` holding at most ``SORT_RUN_ROWS`` of them: sorted runs written under
-    ``folder`` and merged, ``MERGE_FAN_IN`` runs at a time."""
-    run_rows = SORT_RUN_ROWS
-    it = iter(strings)
-    buf = list(itertools.islice(it, run_rows))
-    if len(buf) < run_rows:
-        yield from sorted(buf)
-        return
-    tmp = Path(tempfile.mkdtemp(prefix="sort-", dir=folder))
-    try:
-        runs: list[Path] = []
-        names = itertools.count()
-        while buf:
-            runs.append(_write_run(sorted(buf), tmp / f"run-{next(names)}"))
-            buf = list(itertools.islice(it, run_rows))
-        while len(runs) > MERGE_FAN_IN:
-            group, runs = runs[:MERGE_FAN_IN], runs[MERGE_FAN_IN:]
-            runs.append(_write_run(heapq.merge(*map(_read_run, group)), tmp / f"run-{next(names)}"))
-            for r in group:
-                r.unlink()
-        yield from heapq.merge(*map(_read_run, runs))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- one input item in chunks
@@ -252,7 +139,7 @@ def _file_chunks(
     a file or skipped item listed again is dropped (a glob's folder and its files both match)."""
     from terraloc.inputs import photo_files
 
-    keys = _KeySet() if repeats else None
+    keys = KeySet() if repeats else None
     skips: set[tuple[str, str]] = set()
 
     def chunk(files: list[Path]) -> PhotoInputs:
@@ -348,7 +235,7 @@ def _manifest_chunks(path: Path, info: _Item, options: InputOptions) -> Iterator
     from terraloc.evaluate.ids import image_key
     from terraloc.inputs import manifest_rows, read_manifest
 
-    seen = _KeySet()
+    seen = KeySet()
     columns: dict[str, str] = {}
 
     def check(df: Any) -> None:  # every row's id (kept or not) against earlier chunks
@@ -382,7 +269,7 @@ def _item_chunks(item: str, options: InputOptions, info: _Item, tmp: Path, *, st
     kind = info.kind = input_kind(item, strict=strict)
     p = Path(item)
     if kind == "glob":
-        matches = _sorted(globmod.iglob(item, recursive=True), tmp)
+        matches = sorted_on_disk(globmod.iglob(item, recursive=True), tmp)
         first = next(matches, None)
         if first is None:
             raise InputError("pattern matches no files", path=item)
@@ -416,7 +303,7 @@ class _Read:
 def _chunks(specs: list[str], options: InputOptions, read: _Read, tmp: Path) -> Iterator[PhotoInputs]:
     """Every photo of ``specs`` in order, as ``read_photo_inputs`` gives them (in a list, a photo
     named again by the same absolute path is dropped: the first wins)."""
-    keys = _KeySet() if len(specs) > 1 else None
+    keys = KeySet() if len(specs) > 1 else None
     for item in specs:
         info = _Item(item)
         for c in _item_chunks(item, options, info, tmp, strict=keys is None):
@@ -447,7 +334,7 @@ def _write(chunks: Iterable[PhotoInputs], file: Path, read: _Read) -> tuple[list
     paths: list[str] = []
     coords: list[NDArray[np.float64]] = []
     counts: list[int] = []
-    keys = _KeySet()
+    keys = KeySet()
     repeat: str | None = None
     with pa.OSFile(str(file), "wb") as sink, ipc.new_file(sink, _SCHEMA) as writer:
 
@@ -458,7 +345,7 @@ def _write(chunks: Iterable[PhotoInputs], file: Path, read: _Read) -> tuple[list
                 if seen.any():
                     repeat = ids[int(np.flatnonzero(seen)[0])]
             c = np.concatenate(coords)
-            cols = [pa.array(_enc(ids), pa.binary()), pa.array(_enc(paths), pa.binary())]
+            cols = [pa.array(to_bytes(ids), pa.binary()), pa.array(to_bytes(paths), pa.binary())]
             writer.write_batch(pa.record_batch([*cols, pa.array(c[:, 0]), pa.array(c[:, 1])], schema=_SCHEMA))
             counts.append(len(ids))
             ids.clear()
@@ -491,10 +378,10 @@ def _rewrite_ids(file: Path, column: str, stems: bool) -> Path:
     out = file.with_name(file.stem + "-ids.arrow")
     with pa.OSFile(str(out), "wb") as sink, ipc.new_file(sink, _SCHEMA) as writer:
         for b in _batches(file):
-            ids = _dec(b.column(column))
+            ids = from_bytes(b.column(column))
             if stems:
                 ids = [Path(i).stem for i in ids]
-            writer.write_batch(b.set_column(0, "id", pa.array(_enc(ids), pa.binary())))
+            writer.write_batch(b.set_column(0, "id", pa.array(to_bytes(ids), pa.binary())))
     file.unlink()
     return out
 
@@ -556,11 +443,11 @@ def _open(specs: list[str], folder: Path, options: InputOptions, stem_ids: bool)
         if not no_id_col:
             raise _duplicate(repeat)
         column = "path"  # same file names in several folders: the paths are the ids
-        again = _first_repeat(file, lambda b: _dec(b.column("path")))
+        again = _first_repeat(file, lambda b: from_bytes(b.column("path")))
         if again is not None:
             raise _duplicate(again)
     stems = stem_ids and no_id_col
-    stems = stems and _first_repeat(file, lambda b: [Path(i).stem for i in _dec(b.column(column))]) is None
+    stems = stems and _first_repeat(file, lambda b: [Path(i).stem for i in from_bytes(b.column(column))]) is None
     if column != "id" or stems:
         file = _rewrite_ids(file, column, stems)
     starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
