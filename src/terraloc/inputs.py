@@ -67,10 +67,13 @@ UNSUPPORTED_FORMATS = {
 }
 
 
-def image_extensions() -> frozenset[str]:
-    """Suffixes (lower case, with dot) read as images: the decoder's set, plus AVIF where Pillow has it."""
-    from terraloc.encoders.image.loading import IMAGE_EXTENSIONS
+#: Suffixes (lower case, with dot) the image decoder reads (``encoders.image.loading``); kept here so
+#: that listing photos does not import the model code (~190 MiB in a Ray driver).
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".jfif"})
 
+
+def image_extensions() -> frozenset[str]:
+    """Suffixes (lower case, with dot) read as images: :data:`IMAGE_EXTENSIONS`, plus AVIF where Pillow has it."""
     exts = set(IMAGE_EXTENSIONS)
     try:
         from PIL import features

@@ -21,12 +21,10 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from terraloc.errors import InputError
+from terraloc.inputs import IMAGE_EXTENSIONS
 
 #: Decompression-bomb limit: images with more pixels are refused (100 megapixels).
 MAX_PIXELS = 100_000_000
-
-#: File extensions treated as images when scanning folders (lower case, with dot).
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".jfif"})
 
 # PIL warns above ~89 MP and raises above ~179 MP; we apply our own 100 MP limit after opening.
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
