@@ -24,7 +24,8 @@ HAS_GPU = torch.cuda.is_available()
 def test_device_names() -> None:
     assert resolve_device("auto") == ("cuda" if HAS_GPU else "cpu")
     assert resolve_device(" CPU ") == "cpu"
-    for bad in ("tpu", "cuda:x", "gpu0", ""):
+    assert resolve_device("auto", here=False) == "auto" and resolve_device("cuda:3", here=False) == "cuda:3"
+    for bad in ("tpu", "cuda:x", "cuda:", "gpu0", ""):
         with pytest.raises(InputError, match="unknown device"):
             resolve_device(bad)
     if not HAS_GPU:
@@ -64,9 +65,14 @@ def test_geolocator_to(shared: Path, photos: list[Path]) -> None:
     assert geo.with_config(distinct_km=0).device == "cuda"  # a derived geolocator stays on the GPU
 
 
-@pytest.mark.parametrize("command", ["predict", "serve"])
+@pytest.mark.parametrize("command", ["predict", "serve", "embed", "db"])
 def test_bad_device_fails_in_one_line(command: str, shared: Path, photos: list[Path], cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    args = [photos[0], "-o", tmp_path / "p.csv"] if command == "predict" else ["--port", "0"]
+    args = {
+        "predict": [photos[0], "-o", tmp_path / "p.csv"],
+        "serve": ["--port", "0"],
+        "embed": ["--photos", photos[0].parent, "--no-coords", "-o", tmp_path / "p.csv"],
+        "db": ["build", "--photos", photos[0].parent, "-o", tmp_path / "p.csv"],
+    }[command]
     r = cli(command, *args, "--backbone", shared / TINY, "--device", "tpu")
     assert r.code == 2 and "unknown device 'tpu'" in r.err and "Traceback" not in r.err, r.err
     assert len(r.err.strip().splitlines()) == 1

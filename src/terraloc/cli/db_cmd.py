@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from terraloc.cli.app import app, err_console
+from terraloc.cli.model_options import DeviceOption
 
 db_app = typer.Typer(help="Reference-photo databases for the kNN (refdb) head.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
@@ -51,6 +52,7 @@ def db_build(
     workers: Annotated[int, typer.Option(help="Ray actors, or compute + decoding threads for --engine local.")] = 2,
     threads: Annotated[int, typer.Option(help="Compute threads per Ray actor.")] = 1,
     gpus: Annotated[float | None, typer.Option("--gpus", help="GPUs per Ray actor (default: automatic).")] = None,
+    device: DeviceOption = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Draw a progress bar.")] = True,
     images_old: Annotated[str | None, typer.Option("--images", hidden=True, help="Old name of --photos.")] = None,
@@ -69,7 +71,7 @@ def db_build(
 
     spec = renamed(photos, images_old, new="--photos", old="--images", required=True)
     part_size = renamed(part_size, shard_size_old, new="--part-size", old="--shard-size")
-    eng = make_engine(engine, workers=workers, threads=threads, ray_address=ray_address, gpus=gpus)
+    eng = make_engine(engine, workers=workers, threads=threads, ray_address=ray_address, gpus=gpus, device=device)
     try:
         items = geotagged_items(spec, id_col=id_col, lat_col=lat_col, lon_col=lon_col)
     except NoPhotosError as exc:

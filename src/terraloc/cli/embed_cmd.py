@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from terraloc.cli.app import app
+from terraloc.cli.model_options import DeviceOption
 from terraloc.config import DEFAULT_BACKBONE
 
 
@@ -40,6 +41,7 @@ def embed_command(
     workers: Annotated[int, typer.Option("--workers", help="Ray actors, or compute threads for --engine local.")] = 2,
     threads: Annotated[int, typer.Option("--threads", help="Compute threads per Ray actor.")] = 1,
     gpus: Annotated[float | None, typer.Option("--gpus", help="GPUs per Ray actor (default: automatic).")] = None,
+    device: DeviceOption = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per backbone call.")] = 32,
     part_size: Annotated[int | None, typer.Option("--part-size", help="Photos per part file (default: by count).")] = (
         None
@@ -71,7 +73,7 @@ def embed_command(
         raise InputError("give photos (paths, a folder, a glob or --photos MANIFEST)", field="photos")
     if batch_size < 1:
         raise InputError(f"must be at least 1, got {batch_size}", field="batch-size")
-    eng = make_engine(engine, workers=workers, threads=threads, ray_address=ray_address, gpus=gpus)
+    eng = make_engine(engine, workers=workers, threads=threads, ray_address=ray_address, gpus=gpus, device=device)
     items = open_work_items(spec_in, id_col=id_col, lat_col=lat_col, lon_col=lon_col, require_coords=coords)
     spec = EmbedSpec(backbone, batch_size=batch_size, decode_threads=workers if engine == "local" else 1)
     with progress_bar("embedding", enabled=progress and not as_json) as bar:

@@ -49,8 +49,6 @@ def predict_with_engine(
     # paths in the configuration (database, checkpoints, a backbone folder) made absolute: workers
     # may run in another folder or on another node
     config = {k: absolute_if_path(v) for k, v in config.items()}
-    if engine == "ray" and device == "cpu" and gpus is None:
-        gpus = 0.0  # --device cpu: actors ask Ray for no GPU
     eng = make_engine(engine, workers=workers, threads=threads, ray_address=ray_address, gpus=gpus, device=device)
     from terraloc.engine.stream import open_work_items
 

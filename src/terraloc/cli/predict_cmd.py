@@ -230,7 +230,7 @@ def predict_command(
     from terraloc.device import resolve_device
 
     # checked before any work; Ray actors take the device their --gpus give them
-    device = resolve_device(device) if engine != "ray" else device
+    device = resolve_device(device, here=engine != "ray")
     if top_k < 1:
         raise InputError(f"must be at least 1, got {top_k}", field="top-k")
     if resume and output is None:
