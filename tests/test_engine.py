@@ -153,3 +153,16 @@ def test_db_build_ivf_and_predict_merge(shared: Path, photos: Path, tmp_path: Pa
 def test_engine_options_fail_in_one_line(cli, args: list[str], needle: str) -> None:  # type: ignore[no-untyped-def]
     r = cli(*args)
     assert r.code == 2 and needle in r.err and "Traceback" not in r.err
+
+
+def test_bench_engine_repeats_and_reports_medians(shared: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    r = cli("bench", "engine", "--photos", "8", "--engines", "local", "--workers", "1", "--tasks", "embed",
+            "--repeat", "3", "--json")  # fmt: skip
+    assert r.code == 0, r.err
+    res = json.loads(r.out)
+    assert [x["repeat"] for x in res["runs"]] == [0, 1, 2] and all(x["failed"] == 0 for x in res["runs"])
+    [med] = res["medians"]
+    rates = sorted(x["photos_per_s"] for x in res["runs"])
+    assert med["runs"] == 3 and med["photos_per_s"] == rates[1] and sorted(med["photos_per_s_runs"]) == rates
+    r = cli("bench", "engine", "--repeat", "0")
+    assert r.code == 2 and "Traceback" not in r.err, r.err

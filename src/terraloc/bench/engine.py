@@ -86,8 +86,11 @@ def run_throughput(
     ray_address: str | None = None,
     batch_size: int = 16,
     log: Log | None = None,
+    repeat: int = 1,
 ) -> list[dict[str, Any]]:
-    """photos/s for every task × engine × worker count (one fresh job each)."""
+    """photos/s for every task × engine × worker count (one fresh job each), ``repeat`` times: each
+    repetition runs every configuration once, so a slow spell of a shared machine falls on all of
+    them rather than on one (:func:`medians` summarises)."""
     from terraloc.engine import EmbedSpec, PredictSpec, make_engine, read_work_items, run_job
 
     work = Path(tempfile.mkdtemp(prefix="terraloc-bench-engine-"))
@@ -100,34 +103,35 @@ def run_throughput(
             from terraloc.engine.ray_engine import connect
 
             connect(ray_address, max(workers))
-        for task in tasks:
-            for eng_name in engines:
-                for w in workers:
-                    eng = make_engine(eng_name, workers=w, ray_address=ray_address)
-                    decode = w if eng_name == "local" else 1
-                    spec: Any
-                    if task == "embed":
-                        spec = EmbedSpec("efficientnet-lite0", batch_size=batch_size, decode_threads=decode)
-                    else:
-                        cfg = {"backbone": "efficientnet-lite0", "head": "refdb", "refdb": str(db)}
-                        spec = PredictSpec({**cfg, "batch_size": batch_size, "workers": decode}, top_k=5)
-                    out = work / f"{task}-{eng_name}-{w}"
-                    s = run_job(spec, items, out, eng, part_size=max(16, n // (8 * max(workers))))
-                    shutil.rmtree(out, ignore_errors=True)
-                    run = {
-                        "task": task,
-                        "engine": eng_name,
-                        "workers": w,
-                        "photos": n,
-                        "seconds": round(s.seconds, 3),
-                        "photos_per_s": round(s.photos_per_s, 2),
-                        "startup_s": round(s.startup_s, 2),
-                        "steady_photos_per_s": round(s.steady_photos_per_s, 2),
-                        "failed": s.failed,
-                    }
-                    runs.append(run)
-                    if log:
-                        log(f"{task} {eng_name} x{w}: {run['photos_per_s']} photos/s ({run['seconds']} s)")
+        configs = [(t, e, w) for t in tasks for e in engines for w in workers]
+        for rep in range(repeat):
+            for task, eng_name, w in configs:
+                eng = make_engine(eng_name, workers=w, ray_address=ray_address)
+                decode = w if eng_name == "local" else 1
+                spec: Any
+                if task == "embed":
+                    spec = EmbedSpec("efficientnet-lite0", batch_size=batch_size, decode_threads=decode)
+                else:
+                    cfg = {"backbone": "efficientnet-lite0", "head": "refdb", "refdb": str(db)}
+                    spec = PredictSpec({**cfg, "batch_size": batch_size, "workers": decode}, top_k=5)
+                out = work / f"{task}-{eng_name}-{w}"
+                s = run_job(spec, items, out, eng, part_size=max(16, n // (8 * max(workers))))
+                shutil.rmtree(out, ignore_errors=True)
+                run = {
+                    "task": task,
+                    "engine": eng_name,
+                    "workers": w,
+                    "photos": n,
+                    "seconds": round(s.seconds, 3),
+                    "photos_per_s": round(s.photos_per_s, 2),
+                    "startup_s": round(s.startup_s, 2),
+                    "steady_photos_per_s": round(s.steady_photos_per_s, 2),
+                    "failed": s.failed,
+                    "repeat": rep,
+                }
+                runs.append(run)
+                if log:
+                    log(f"{task} {eng_name} x{w}: {run['photos_per_s']} photos/s ({run['seconds']} s)")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return runs
@@ -176,6 +180,25 @@ def run_driver_memory(
 def machine() -> dict[str, Any]:
     """CPU count and load averages when the benchmark ran (the machine may be shared)."""
     return {"cpus": os.cpu_count(), "loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()]}
+
+
+def medians(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per task × engine × workers: the median of its repeated runs' figures, with the
+    photos/s of every run (``photos_per_s_runs``) to show the spread."""
+    import statistics
+
+    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    for r in runs:
+        groups.setdefault((r["task"], r["engine"], r["workers"]), []).append(r)
+    out = []
+    for (task, eng, w), rs in groups.items():
+        row: dict[str, Any] = {"task": task, "engine": eng, "workers": w, "photos": rs[0]["photos"], "runs": len(rs)}
+        for k in ("seconds", "photos_per_s", "startup_s", "steady_photos_per_s"):
+            row[k] = round(statistics.median(r[k] for r in rs), 3 if k == "seconds" else 2)
+        row["failed"] = max(r["failed"] for r in rs)
+        row["photos_per_s_runs"] = [r["photos_per_s"] for r in rs]
+        out.append(row)
+    return out
 
 
 def ratios(runs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -40,11 +40,24 @@ def bench_engine(
         str,
         typer.Option("--driver-memory-input", help="Photos for --driver-memory given as: manifest (CSV) or folder."),
     ] = "manifest",
+    repeat: Annotated[
+        int,
+        typer.Option(
+            "--repeat", help="Runs of every configuration, interleaved; the table shows their medians.", min=1
+        ),
+    ] = 1,
     ray_address: Annotated[str | None, typer.Option("--ray-address", help="Ray cluster to join.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Photos/s of embedding and prediction per engine and worker count (the machine may be shared)."""
-    from terraloc.bench.engine import DRIVER_MEMORY_INPUTS, machine, ratios, run_driver_memory, run_throughput
+    from terraloc.bench.engine import (
+        DRIVER_MEMORY_INPUTS,
+        machine,
+        medians,
+        ratios,
+        run_driver_memory,
+        run_throughput,
+    )
     from terraloc.engine import ENGINE_NAMES
 
     if photos < 1:
@@ -63,21 +76,27 @@ def bench_engine(
         raise InputError(f"choose manifest or folder, got '{driver_memory_input}'", field="driver-memory-input")
     before = machine()
     say = None if as_json else (lambda m: err_console.print(m, markup=False))
-    runs = run_throughput(photos, eng, wl, task_list, ray_address=ray_address, log=say)
+    runs = run_throughput(photos, eng, wl, task_list, ray_address=ray_address, log=say, repeat=repeat)
+    med = medians(runs)
     mem = run_driver_memory(mem_sizes, ray_address, inputs=driver_memory_input) if mem_sizes else []
-    res: dict[str, Any] = {"machine_before": before, "machine_after": machine(), "runs": runs, "ratios": ratios(runs)}
+    res: dict[str, Any] = {"machine_before": before, "machine_after": machine(), "runs": runs, "medians": med}
+    res["ratios"] = ratios(med)  # of the medians (= of the runs when --repeat 1)
     if mem:
         res["driver_memory"] = mem
     if as_json:
         typer.echo(json.dumps(res))
         return
-    t = Table(title=f"Engine throughput, {photos} photos ({before['cpus']} CPUs, load {before['loadavg_1_5_15']})")
-    for c in ("task", "engine", "workers", "photos/s", "seconds", "start-up s", "steady photos/s", "failed"):
+    each = f", median of {repeat} runs" if repeat > 1 else ""
+    t = Table(
+        title=f"Engine throughput, {photos} photos{each} ({before['cpus']} CPUs, load {before['loadavg_1_5_15']})"
+    )
+    cols = ["task", "engine", "workers", "photos/s", "seconds", "start-up s", "steady photos/s", "failed"]
+    for c in cols + (["photos/s of each run"] if repeat > 1 else []):
         t.add_column(c, justify="left" if c in ("task", "engine") else "right")
-    for r in runs:
+    for r in med:
         t.add_row(r["task"], r["engine"], str(r["workers"]), f"{r['photos_per_s']:.1f}", f"{r['seconds']:.1f}",
-                  f"{r['startup_s']:.1f}", f"{r['steady_photos_per_s']:.1f}",
-                  str(r["failed"]))  # fmt: skip
+                  f"{r['startup_s']:.1f}", f"{r['steady_photos_per_s']:.1f}", str(r["failed"]),
+                  *([" ".join(f"{v:.1f}" for v in r["photos_per_s_runs"])] if repeat > 1 else []))  # fmt: skip
     out_console().print(t)
     for name, d in res["ratios"].items():
         out_console().print(f"{name}: " + ", ".join(f"{k} = {v}" for k, v in d.items()))
