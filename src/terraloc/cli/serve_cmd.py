@@ -141,8 +141,10 @@ def serve(
         fail(f"--calibrator: {calibrator}: no such file")
     if min_confidence is not None and calibrator is None:
         fail("--min-confidence needs --calibrator FILE")
+    from terraloc.allocator import keep_freed_memory
     from terraloc.device import resolve_device
 
+    keep_freed_memory()  # batch memory kept mapped between requests (fewer page faults)
     loader = _model_loader(
         predictor,
         resolve_device(device),

@@ -87,8 +87,12 @@ def pick_device(device: str) -> str:
 
 
 def _set_threads(threads: int) -> None:
+    """This worker's compute threads, and an allocator that keeps batch memory mapped between batches."""
     import torch
 
+    from terraloc.allocator import keep_freed_memory
+
+    keep_freed_memory()
     if threads > 0:
         torch.set_num_threads(threads)
 
