@@ -30,7 +30,10 @@ FORWARD_PREFIX = "TERRALOC_"
 class PartActor:
     """Ray actor: builds the worker once (``spec.build``), then processes partitions."""
 
-    def __init__(self, spec: WorkerSpec, threads: int, device: str) -> None:
+    def __init__(self, spec: WorkerSpec, threads: int, device: str, env: dict[str, str] | None = None) -> None:
+        # the driver's TERRALOC_* settings, set here rather than as a Ray runtime_env: an actor
+        # without one can start in one of the worker processes Ray keeps ready (faster start-up)
+        os.environ.update(env or {})
         self.worker: Worker | None = None
         self.error: tuple[bool, str] | None = None
         try:
@@ -126,10 +129,9 @@ class RayEngine:
             num_gpus=gpus,
             max_restarts=self.max_restarts,
             max_task_retries=self.max_restarts,
-            runtime_env={"env_vars": env} if env else None,
         )
         device = "cuda" if gpus > 0 else "cpu"
-        actors: list[Any] = [actor_cls.remote(spec, self.threads, device) for _ in range(self.workers)]
+        actors: list[Any] = [actor_cls.remote(spec, self.threads, device, env) for _ in range(self.workers)]
         try:
             for err in ray.get([a.ready.remote() for a in actors]):
                 if err is not None:
