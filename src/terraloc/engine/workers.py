@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
 
+from terraloc.device import resolve_device
 from terraloc.engine.parts import ErrorRow, write_part
 from terraloc.geo.places import PLACE_COLUMNS
 
@@ -77,13 +78,6 @@ class WorkerSpec(Protocol):
     def describe(self) -> dict[str, Any]: ...
 
     def build(self, threads: int, device: str) -> Worker: ...
-
-
-def pick_device(device: str) -> str:
-    """``auto`` → ``cuda`` when this process sees a GPU, else ``cpu`` (:func:`terraloc.device.resolve_device`)."""
-    from terraloc.device import resolve_device
-
-    return resolve_device(device)
 
 
 def _set_threads(threads: int) -> None:
@@ -178,7 +172,7 @@ class EmbedSpec:
         from terraloc.encoders.image import load_backbone
 
         _set_threads(threads)
-        dev = pick_device(device)
+        dev = resolve_device(device)
         bb = load_backbone(absolute_if_path(self.backbone))
         bb.eval()
         if dev != "cpu":
@@ -291,7 +285,7 @@ class PredictSpec:
 
     def build(self, threads: int, device: str) -> Worker:
         _set_threads(threads)
-        dev = pick_device(device)
+        dev = resolve_device(device)
         if callable(self.config):
             geo = self.config()
         else:
