@@ -65,7 +65,9 @@ def predict_with_engine(
         atomic_write_text(map_html, html_map(list(iter_predictions(folder))))
     print_summary(summary)
     if config.get("min_confidence"):
-        n_abs = sum(1 for p in iter_predictions(folder) if p.abstained)
+        from terraloc.engine.predictions import count_abstained
+
+        n_abs = count_abstained(folder)
         if n_abs:
             from terraloc.cli.app import err_console
 

@@ -17,12 +17,18 @@ from terraloc.io import atomic_write
 from terraloc.pipeline.types import ImagePrediction, Prediction
 
 
-def iter_predictions(out: str | Path) -> Iterator[ImagePrediction]:
-    """Every photo of a finished prediction job, in input order (failed photos carry ``error``)."""
-    out = Path(out)
+def _manifest(out: str | Path) -> dict[str, Any]:
+    """The manifest of a finished prediction job (refused in one line otherwise)."""
     manifest = read_manifest(out)
     if manifest is None or manifest.get("kind") != "predict":
         raise InputError("not a finished prediction job (no manifest.json)", path=out)
+    return manifest
+
+
+def iter_predictions(out: str | Path) -> Iterator[ImagePrediction]:
+    """Every photo of a finished prediction job, in input order (failed photos carry ``error``)."""
+    out = Path(out)
+    manifest = _manifest(out)
     import csv
 
     from terraloc.engine.inputs import is_ignored
@@ -46,6 +52,20 @@ def iter_predictions(out: str | Path) -> Iterator[ImagePrediction]:
                 yield ImagePrediction(e["path"], [], e["reason"], model)
                 continue
             yield _photo(by_index[i], model)
+
+
+def count_abstained(out: str | Path) -> int:
+    """Photos of a finished prediction job that abstained, read from the ``abstained`` column only
+    (an abstained photo is one row)."""
+    import pyarrow.compute as pc
+
+    manifest = _manifest(out)
+    n = 0
+    for part in manifest["parts"]:
+        path = rows_path(out, int(part["pid"]))
+        if "abstained" in pq.read_schema(path).names:  # parts written before it existed: none
+            n += int(pc.sum(pq.read_table(path, columns=["abstained"]).column(0)).as_py() or 0)
+    return n
 
 
 def _photo(rows: list[dict[str, Any]], model: dict[str, Any]) -> ImagePrediction:
