@@ -228,7 +228,8 @@ def _concat(parts: list[PhotoInputs], source: str) -> PhotoInputs:
     return PhotoInputs(paths, ids, arr, skipped, None, source, hint)
 
 
-def _looks_like_glob(text: str) -> bool:
+def looks_like_glob(text: str) -> bool:
+    """Whether ``text`` holds a glob wildcard (``*``, ``?`` or ``[``)."""
     return any(ch in text for ch in "*?[")
 
 
@@ -241,7 +242,7 @@ def input_kind(item: str | Path, *, strict: bool) -> str:
         InputError: a manifest or (``strict``) a path that does not exist, a broken link.
     """
     p = Path(item)
-    if not p.exists() and not p.is_symlink() and isinstance(item, str) and _looks_like_glob(str(item)):
+    if not p.exists() and not p.is_symlink() and isinstance(item, str) and looks_like_glob(str(item)):
         return "glob"
     if p.is_dir():
         return "folder"
@@ -431,7 +432,7 @@ def glob_base(pattern: str) -> Path:
     parts = Path(pattern).parts
     keep = []
     for part in parts:
-        if _looks_like_glob(part):
+        if looks_like_glob(part):
             break
         keep.append(part)
     return Path(*keep) if keep else Path(".")

@@ -42,7 +42,7 @@ def expand_inputs(paths: list[Path]) -> tuple[list[str], list[tuple[str, str]]]:
     ``(input, message)`` for inputs that name no image at all (an empty folder, a bad CSV) or
     photos that cannot be used (listed but missing, AVIF, unreadable).
     """
-    from terraloc.inputs import MANIFEST_SUFFIXES, read_photo_inputs
+    from terraloc.inputs import MANIFEST_SUFFIXES, looks_like_glob, read_photo_inputs
 
     images: list[str] = []
     errors: list[tuple[str, str]] = []
@@ -56,7 +56,7 @@ def expand_inputs(paths: list[Path]) -> tuple[list[str], list[tuple[str, str]]]:
 
     for p in paths:
         text = str(p)
-        glob = not p.exists() and any(ch in text for ch in "*?[")
+        glob = not p.exists() and looks_like_glob(text)
         if not (p.is_dir() or p.suffix.lower() in MANIFEST_SUFFIXES or glob):
             add(text)  # a file named explicitly: the decoder reports what it cannot read
             continue
